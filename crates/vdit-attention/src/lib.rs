@@ -1,1 +1,49 @@
-//! Placeholder (filled in by its issue).
+//! Plan-driven sparse 3D self-attention for Burn.
+//!
+//! Give it `q`, `k`, `v` of shape `[batch, heads, tokens, head_dim]`, the
+//! [`VideoLayout`] of the sequence and one layer's decisions from a plan, and it returns
+//! the attention output; with no plan it is dense attention. Each head follows its own
+//! block table ([`vdit_patterns::BlockTable`]): blocks outside the table are never
+//! computed, skipped heads output zeros.
+//!
+//! - [`SparseAttentionBackend`] is implemented for CPU backends (burn-flex; a rayon
+//!   block-sparse flash-attention path that follows the same block tables, O(tokens x
+//!   head_dim) memory per head) and, with the `wgpu`/`cuda` features, for the unfused
+//!   CubeCL backends (`burn_cubecl::CubeBackend`), which run one kernel launch per layer.
+//!   Other backends do not implement the trait, so using them is a compile-time error.
+//! - [`PreparedLayer`] is one layer's compiled, grouped patterns (built once, cached).
+//! - [`AttentionPlan`] compiles every layer of a [`vdit_patterns::Plan`] for one layout.
+//! - [`AttentionContext`] is what a model's forward pass carries: layout, plan, step and
+//!   an optional [`CaptureHook`] that observes q/k/v (and the dense output) of chosen
+//!   layers without changing the model code.
+//!
+//! ```
+//! use burn::backend::Flex;
+//! use burn::tensor::{Distribution, Tensor};
+//! use vdit_attention::{attention, AttentionOptions, PreparedLayer};
+//! use vdit_patterns::{Pattern, VideoLayout};
+//!
+//! let device = Default::default();
+//! let layout = VideoLayout::new(3, 4, 6)?; // 72 video tokens
+//! let [b, h, d] = [1, 2, 16];
+//! let q = Tensor::<Flex, 4>::random([b, h, 72, d], Distribution::Default, &device);
+//! let (k, v) = (q.clone(), q.clone());
+//! // Head 0 attends within a band of half a frame, head 1 is skipped.
+//! let layer = PreparedLayer::new(&[Pattern::Diagonal { band: 0.5 }, Pattern::Skip], &layout, 64)?;
+//! let out = attention(q, k, v, Some(&layer), &layout, &AttentionOptions::default())?;
+//! assert_eq!(out.output.dims(), [1, 2, 72, 16]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
+mod backend;
+mod context;
+pub mod cpu;
+mod error;
+mod layer;
+
+pub use backend::{AttentionOptions, AttentionOutput, SparseAttentionBackend, attention};
+pub use context::{AttentionContext, AttentionPlan, CaptureHook, CapturedAttention};
+pub use error::AttentionError;
+pub use layer::PreparedLayer;
+pub use vdit_patterns;

@@ -42,5 +42,5 @@ pub use order::TokenOrder;
 pub use pattern::{Pattern, PatternKind, TokenSpan};
 pub use plan::{
     CompiledLayer, CostTableRef, HeadSlot, ModelInfo, PLAN_VERSION, Plan, Provenance,
-    SearchParams, StepRange,
+    SearchParams, StepRange, TableCache,
 };

@@ -3,6 +3,7 @@
 use crate::{BlockTable, Pattern, PatternError, PlanError, VideoLayout, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The plan format version this build reads and writes.
 pub const PLAN_VERSION: u32 = 1;
@@ -343,8 +344,49 @@ pub enum HeadSlot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledLayer {
     patterns: Vec<Pattern>,
-    tables: Vec<BlockTable>,
+    tables: Vec<Arc<BlockTable>>,
     slots: Vec<HeadSlot>,
+}
+
+/// Block tables already compiled for one layout and block size, shared between layers
+/// (a dense table at 119k tokens is 14 MB; every layer that uses it shares one copy).
+#[derive(Debug, Default, Clone)]
+pub struct TableCache {
+    entries: Vec<(Pattern, Arc<BlockTable>)>,
+}
+
+impl TableCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The table of `pattern`, compiled on first request.
+    pub fn get(
+        &mut self,
+        pattern: &Pattern,
+        layout: &VideoLayout,
+        block_size: usize,
+    ) -> Result<Arc<BlockTable>, PatternError> {
+        if let Some((_, t)) = self.entries.iter().find(|(p, t)| {
+            p == pattern && t.layout() == layout && t.block_size() == block_size
+        }) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(BlockTable::compile(pattern, layout, block_size)?);
+        self.entries.push((pattern.clone(), t.clone()));
+        Ok(t)
+    }
+
+    /// Number of distinct tables held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 impl CompiledLayer {
@@ -353,6 +395,16 @@ impl CompiledLayer {
         patterns: &[Pattern],
         layout: &VideoLayout,
         block_size: usize,
+    ) -> Result<Self, PatternError> {
+        Self::compile_cached(patterns, layout, block_size, &mut TableCache::new())
+    }
+
+    /// Like [`CompiledLayer::compile`], reusing (and filling) `cache`.
+    pub fn compile_cached(
+        patterns: &[Pattern],
+        layout: &VideoLayout,
+        block_size: usize,
+        cache: &mut TableCache,
     ) -> Result<Self, PatternError> {
         let mut unique: Vec<&Pattern> = Vec::new();
         let mut slots = Vec::with_capacity(patterns.len());
@@ -372,7 +424,7 @@ impl CompiledLayer {
         }
         let tables = unique
             .iter()
-            .map(|p| BlockTable::compile(p, layout, block_size))
+            .map(|p| cache.get(p, layout, block_size))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(CompiledLayer {
             patterns: patterns.to_vec(),
@@ -387,7 +439,7 @@ impl CompiledLayer {
     }
 
     /// Distinct block tables of the layer.
-    pub fn tables(&self) -> &[BlockTable] {
+    pub fn tables(&self) -> &[Arc<BlockTable>] {
         &self.tables
     }
 

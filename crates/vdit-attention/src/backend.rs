@@ -1,0 +1,202 @@
+//! The backend extension trait and the entry point.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Tensor, TensorData};
+use vdit_patterns::VideoLayout;
+
+use crate::cpu::{self, Dims};
+use crate::{AttentionError, PreparedLayer};
+
+/// Options of one attention call.
+#[derive(Debug, Clone)]
+pub struct AttentionOptions<B: Backend> {
+    /// Softmax scale; `None` means `1/sqrt(head_dim)`.
+    pub scale: Option<f64>,
+    /// Key-padding mask `[batch, tokens]`, `true` for valid keys (HunyuanVideo's padded
+    /// text). Padded keys receive no attention weight.
+    pub key_padding: Option<Tensor<B, 2, Bool>>,
+    /// Also return the per-row log-sum-exp.
+    pub want_lse: bool,
+}
+
+impl<B: Backend> Default for AttentionOptions<B> {
+    fn default() -> Self {
+        AttentionOptions {
+            scale: None,
+            key_padding: None,
+            want_lse: false,
+        }
+    }
+}
+
+/// Result of an attention call.
+#[derive(Debug, Clone)]
+pub struct AttentionOutput<B: Backend> {
+    /// `[batch, heads, tokens, head_dim]`.
+    pub output: Tensor<B, 4>,
+    /// `[batch, heads, tokens]` natural log-sum-exp of the scaled scores, when asked;
+    /// `-inf` for rows that attend no key (their output is zero).
+    pub lse: Option<Tensor<B, 3>>,
+}
+
+/// A Burn backend that can run plan-driven block-sparse attention.
+///
+/// The provided method is the CPU path (rayon, [`crate::cpu`]): it reads the tensors to
+/// the host, so it suits CPU backends. GPU backends override it with a kernel launch.
+pub trait SparseAttentionBackend: Backend {
+    /// Runs one layer's block-sparse attention. Shapes are already checked against the
+    /// layer and layout by [`attention`].
+    fn sparse_attention(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        layer: &PreparedLayer,
+        options: &AttentionOptions<Self>,
+    ) -> Result<AttentionOutput<Self>, AttentionError> {
+        cpu_sparse_attention(q, k, v, layer, options)
+    }
+}
+
+#[cfg(feature = "flex")]
+impl SparseAttentionBackend for burn::backend::Flex {}
+
+/// The CPU path for any backend: host copies in, rayon block-sparse attention, host
+/// copies out.
+pub fn cpu_sparse_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    layer: &PreparedLayer,
+    options: &AttentionOptions<B>,
+) -> Result<AttentionOutput<B>, AttentionError> {
+    let [batch, heads, tokens, head_dim] = q.dims();
+    let device = q.device();
+    let dtype = q.dtype();
+    let host = |t: Tensor<B, 4>| -> Result<Vec<f32>, AttentionError> {
+        t.into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| AttentionError::Unsupported(format!("reading tensor to host: {e:?}")))
+    };
+    let (qh, kh, vh) = (host(q)?, host(k)?, host(v)?);
+    let pad = match &options.key_padding {
+        Some(p) => Some(
+            p.clone()
+                .into_data()
+                .into_vec::<bool>()
+                .map_err(|e| AttentionError::Unsupported(format!("reading key padding: {e:?}")))?,
+        ),
+        None => None,
+    };
+    let scale = options.scale.unwrap_or(1.0 / (head_dim as f64).sqrt()) as f32;
+    let dims = Dims {
+        batch,
+        heads,
+        tokens,
+        head_dim,
+    };
+    let res = cpu::sparse_attention(&qh, &kh, &vh, dims, layer.compiled(), scale, pad.as_deref());
+    let output = Tensor::<B, 4>::from_data(
+        TensorData::new(res.out, [batch, heads, tokens, head_dim]).convert_dtype(dtype),
+        &device,
+    );
+    let lse = options.want_lse.then(|| {
+        Tensor::<B, 3>::from_data(TensorData::new(res.lse, [batch, heads, tokens]), &device)
+    });
+    Ok(AttentionOutput { output, lse })
+}
+
+/// Self-attention of one layer: dense when `layer` is `None`, otherwise block-sparse
+/// following the layer's compiled patterns.
+///
+/// # Shapes
+/// `q`, `k`, `v`: `[batch, heads, tokens, head_dim]` with `tokens = layout.total_tokens()`;
+/// `options.key_padding`: `[batch, tokens]`. Output as `q`; lse `[batch, heads, tokens]`.
+///
+/// # Errors
+/// Mismatched shapes, a layer whose head count or layout differs from the call, or a
+/// dtype/head dim the backend cannot run.
+pub fn attention<B: SparseAttentionBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    layer: Option<&PreparedLayer>,
+    layout: &VideoLayout,
+    options: &AttentionOptions<B>,
+) -> Result<AttentionOutput<B>, AttentionError> {
+    let dims = q.dims();
+    let [batch, heads, tokens, head_dim] = dims;
+    if k.dims() != dims || v.dims() != dims {
+        return Err(AttentionError::Shape(format!(
+            "q {:?}, k {:?} and v {:?} must have the same shape [batch, heads, tokens, head_dim]",
+            dims,
+            k.dims(),
+            v.dims()
+        )));
+    }
+    if tokens != layout.total_tokens() {
+        return Err(AttentionError::Shape(format!(
+            "tensors have {tokens} tokens but the layout {}x{}x{} + {} text has {}",
+            layout.frames,
+            layout.height,
+            layout.width,
+            layout.text,
+            layout.total_tokens()
+        )));
+    }
+    if head_dim == 0 || batch == 0 || heads == 0 {
+        return Err(AttentionError::Shape(format!("empty dimension in {dims:?}")));
+    }
+    if let Some(p) = &options.key_padding
+        && p.dims() != [batch, tokens]
+    {
+        return Err(AttentionError::Shape(format!(
+            "key padding is {:?}, expected [{batch}, {tokens}]",
+            p.dims()
+        )));
+    }
+    if let Some(layer) = layer {
+        if layer.heads() != heads {
+            return Err(AttentionError::Plan(format!(
+                "layer plan has {} heads, tensors have {heads}",
+                layer.heads()
+            )));
+        }
+        if let Some(l) = layer.layout()
+            && l != layout
+        {
+            return Err(AttentionError::Plan(format!(
+                "layer was compiled for layout {l:?}, the call uses {layout:?}"
+            )));
+        }
+    }
+    let simple = options.key_padding.is_none() && !options.want_lse;
+    match layer {
+        Some(layer) if !(layer.is_dense() && simple) => B::sparse_attention(q, k, v, layer, options),
+        None if !simple => {
+            let dense = PreparedLayer::dense(heads, layout, 64)?;
+            B::sparse_attention(q, k, v, &dense, options)
+        }
+        _ => {
+            // Dense: Burn's own fused attention. Leaving the scale unset when it is the
+            // default keeps burn-cubecl on its flash-attention path.
+            let default_scale = 1.0 / (head_dim as f64).sqrt();
+            let scale = options
+                .scale
+                .filter(|s| (s - default_scale).abs() > 1e-12 * default_scale);
+            let output = burn::tensor::module::attention(
+                q,
+                k,
+                v,
+                None,
+                None,
+                AttentionModuleOptions {
+                    scale,
+                    ..Default::default()
+                },
+            );
+            Ok(AttentionOutput { output, lse: None })
+        }
+    }
+}
