@@ -1,0 +1,391 @@
+//! Tensor-core kernel (`cmma` 16x16x16, f16/bf16 in, f32 accumulate). Needs plane
+//! operations and 32-lane planes (CUDA).
+//!
+//! One cube = 64 query rows (4 planes x 16 rows) of one (batch, head); `CubeDim = (32, 4)`.
+//! Per 64-key tile: K and V are staged in shared memory (vectorised global loads, rows
+//! gathered through the permutation), each plane computes `S = Q K^T` (16 x 64) with cmma
+//! into f32, softmax runs on shared memory with two lanes per row, `P` is cast to the
+//! input type and `O += P V` accumulates in cmma f32 fragments held across the key loop.
+//!
+//! Rescaling is lazy (as in FlashAttention-4): the running max used for the exponentials
+//! only moves when the tile max exceeds it by more than [`RESCALE_THRESHOLD`], so `P <=
+//! e^8` and the accumulator round trip through shared memory (needed because cmma
+//! fragments are opaque) is rare; the final normalisation uses the same stale max, so the
+//! result is exact up to rounding.
+
+use super::{MASKED, MASKED_THRESHOLD};
+use cubecl::prelude::*;
+
+/// Query rows per cube.
+pub(crate) const BQ: usize = 64;
+/// Keys per shared-memory tile.
+pub(crate) const BK: usize = 64;
+/// Planes per cube.
+pub(crate) const WARPS: usize = 4;
+/// Lanes per plane this kernel assumes.
+pub(crate) const LANES: usize = 32;
+/// Natural-log growth allowed before the accumulators are rescaled.
+pub(crate) const RESCALE_THRESHOLD: f32 = 8.0;
+
+/// Shared memory bytes for a head dim and element size.
+pub(crate) fn shared_bytes(head_dim: usize, elem: usize) -> usize {
+    let sw = head_dim.max(BK);
+    (BQ * head_dim + 2 * BK * head_dim + WARPS * 16 * BK) * elem + WARPS * 16 * sw * 4
+}
+
+#[cube]
+fn natural_tc(p: u32, permuted: bool, perm: &Array<u32>) -> u32 {
+    let mut n = p;
+    if permuted {
+        n = perm[p as usize];
+    }
+    n
+}
+
+/// Loads `rows` rows (starting at table position `p0`) of a `[tokens, D]` slab into
+/// shared memory `dst` (`rows x D`), zero-filling rows past `tokens`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_rows<F: Float, N: Size>(
+    src: &Array<Vector<F, N>>,
+    dst: &mut SharedMemory<F>,
+    base_v: usize,
+    p0: u32,
+    tokens: u32,
+    permuted: bool,
+    perm: &Array<u32>,
+    #[comptime] rows: usize,
+    #[comptime] head_dim: usize,
+) {
+    let vn = N::value();
+    let dv = comptime!(head_dim / vn);
+    let threads = comptime!(WARPS * LANES) as u32;
+    for i in range_stepped(UNIT_POS, (rows * dv) as u32, threads) {
+        let rr = i / dv as u32;
+        let c = i % dv as u32;
+        let pp = p0 + rr;
+        let off = rr as usize * head_dim + c as usize * vn;
+        if pp < tokens {
+            let n = natural_tc(pp, permuted, perm);
+            let vec = src[base_v + n as usize * dv + c as usize];
+            #[unroll]
+            for e in 0..vn {
+                dst[off + e] = vec[e];
+            }
+        } else {
+            #[unroll]
+            for e in 0..vn {
+                dst[off + e] = F::cast_from(0.0f32);
+            }
+        }
+    }
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
+    q: &Array<Vector<F, N>>,
+    k: &Array<Vector<F, N>>,
+    v: &Array<Vector<F, N>>,
+    key_mask: &Array<M>,
+    out: &mut Array<F>,
+    lse: &mut Array<f32>,
+    head_info: &Array<u32>,
+    row_ptr: &Array<u32>,
+    col_idx: &Array<u32>,
+    perm: &Array<u32>,
+    tokens: u32,
+    heads: u32,
+    scale: f32,
+    neg_inf: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] block_size: usize,
+    #[comptime] has_mask: bool,
+    #[comptime] want_lse: bool,
+    #[define(F, M)] _dtypes: [StorageType; 2],
+) {
+    let masked = f32::new(MASKED);
+    let masked_threshold = f32::new(MASKED_THRESHOLD);
+    let rescale_threshold = f32::new(RESCALE_THRESHOLD);
+    let vn = N::value();
+    let sw = comptime!(if head_dim > BK { head_dim } else { BK });
+    let dtiles = comptime!(head_dim / 16);
+    let ktiles = comptime!(BK / 16);
+    let half_k = comptime!(BK / 2);
+    let half_d = comptime!(head_dim / 2);
+    let threads = comptime!(WARPS * LANES) as u32;
+
+    let lane = UNIT_POS_X;
+    let warp = UNIT_POS_Y;
+    let h = CUBE_POS_Y;
+    let b = CUBE_POS_Z;
+    let row0 = CUBE_POS_X * BQ as u32;
+    let qb = row0 / block_size as u32;
+
+    let info = h as usize * 4;
+    let kind = head_info[info];
+    let rp = head_info[info + 1] as usize;
+    let permuted = head_info[info + 2] == 1;
+
+    let bh = b * heads + h;
+    let base = bh as usize * tokens as usize * head_dim;
+    let base_v = base / vn;
+
+    if kind == 0 {
+        for i in range_stepped(UNIT_POS, (BQ * head_dim) as u32, threads) {
+            let pp = row0 + i / head_dim as u32;
+            if pp < tokens {
+                let n = natural_tc(pp, permuted, perm);
+                out[base + n as usize * head_dim + (i % head_dim as u32) as usize] =
+                    F::cast_from(0.0f32);
+            }
+        }
+        if comptime!(want_lse) {
+            let pp = row0 + UNIT_POS;
+            if UNIT_POS < BQ as u32 && pp < tokens {
+                let n = natural_tc(pp, permuted, perm);
+                lse[bh as usize * tokens as usize + n as usize] = neg_inf;
+            }
+        }
+    } else {
+        let mut sq = SharedMemory::<F>::new(BQ * head_dim);
+        let mut sk = SharedMemory::<F>::new(BK * head_dim);
+        let mut sv = SharedMemory::<F>::new(BK * head_dim);
+        let mut sp = SharedMemory::<F>::new(WARPS * 16 * BK);
+        let mut st = SharedMemory::<f32>::new(WARPS * 16 * sw);
+
+        load_rows::<F, N>(
+            q, &mut sq, base_v, row0, tokens, permuted, perm, BQ, head_dim,
+        );
+
+        let mut acc = Sequence::<cmma::Matrix<f32>>::new();
+        #[unroll]
+        for _j in 0..dtiles {
+            acc.push(cmma::Matrix::<f32>::from_value(
+                cmma::MatrixIdent::Accumulator,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::Undefined,
+                0.0f32,
+            ));
+        }
+        let mut sfr = Sequence::<cmma::Matrix<f32>>::new();
+        #[unroll]
+        for _n in 0..ktiles {
+            sfr.push(cmma::Matrix::<f32>::from_value(
+                cmma::MatrixIdent::Accumulator,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::Undefined,
+                0.0f32,
+            ));
+        }
+
+        // Two lanes per row: row `lr` of this plane, half `hf`.
+        let lr = lane / 2;
+        let hf = lane % 2;
+        let q_off = warp as usize * 16 * head_dim;
+        let p_off = warp as usize * 16 * BK;
+        let s_off = warp as usize * 16 * sw;
+        let srow = s_off + lr as usize * sw;
+        let prow = p_off + lr as usize * BK;
+        let mut m = masked;
+        let mut l = 0.0f32;
+
+        let start = row_ptr[rp + qb as usize];
+        let end = row_ptr[rp + qb as usize + 1];
+        for e in start..end {
+            let kb = col_idx[e as usize];
+            for c in 0..comptime!(block_size / BK) as u32 {
+                let k0 = kb * block_size as u32 + c * BK as u32;
+                if k0 < tokens {
+                    sync_cube();
+                    load_rows::<F, N>(k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim);
+                    load_rows::<F, N>(v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim);
+                    sync_cube();
+
+                    // S = Q K^T (16 x BK per plane).
+                    #[unroll]
+                    for n in 0..ktiles {
+                        cmma::fill(sfr.index(n), 0.0f32);
+                    }
+                    #[unroll]
+                    for kk in 0..dtiles {
+                        let a = cmma::Matrix::<F>::from_slice(
+                            cmma::MatrixIdent::A,
+                            16usize,
+                            16usize,
+                            16usize,
+                            cmma::MatrixLayout::RowMajor,
+                            &sq.slice(q_off + kk * 16, q_off + kk * 16 + 15 * head_dim + 16),
+                            head_dim as u32,
+                        );
+                        #[unroll]
+                        for n in 0..ktiles {
+                            let kt = n * 16 * head_dim + kk * 16;
+                            let bm = cmma::Matrix::<F>::from_slice(
+                                cmma::MatrixIdent::B,
+                                16usize,
+                                16usize,
+                                16usize,
+                                cmma::MatrixLayout::ColMajor,
+                                &sk.slice(kt, kt + 15 * head_dim + 16),
+                                head_dim as u32,
+                            );
+                            let s = sfr.index(n);
+                            cmma::execute::<F, F, f32, f32>(&a, &bm, s, s);
+                        }
+                    }
+                    #[unroll]
+                    for n in 0..ktiles {
+                        let so = s_off + n * 16;
+                        cmma::store(
+                            &mut st.slice_mut(so, so + 15 * sw + 16),
+                            sfr.index(n),
+                            sw as u32,
+                            cmma::MatrixLayout::RowMajor,
+                        );
+                    }
+                    sync_plane();
+
+                    // Online softmax on shared memory.
+                    let mut mt = masked;
+                    for cc in 0..half_k {
+                        let col = hf as usize * half_k + cc;
+                        let kp = k0 + col as u32;
+                        let mut s = st[srow + col] * scale;
+                        if kp >= tokens {
+                            s = masked;
+                        } else if comptime!(has_mask) {
+                            let n = natural_tc(kp, permuted, perm);
+                            if key_mask[b as usize * tokens as usize + n as usize] == M::from_int(0)
+                            {
+                                s = masked;
+                            }
+                        }
+                        st[srow + col] = s;
+                        mt = f32::max(mt, s);
+                    }
+                    mt = f32::max(mt, plane_shuffle_xor(mt, 1));
+                    let m_new = f32::max(m, mt);
+                    let mut alpha = 1.0f32;
+                    if m_new > m + rescale_threshold {
+                        alpha = f32::exp(m - m_new);
+                        m = m_new;
+                    }
+                    let mut rs = 0.0f32;
+                    for cc in 0..half_k {
+                        let col = hf as usize * half_k + cc;
+                        let s = st[srow + col];
+                        let mut pr = 0.0f32;
+                        if s > masked_threshold {
+                            pr = f32::exp(s - m);
+                        }
+                        rs += pr;
+                        sp[prow + col] = F::cast_from(pr);
+                    }
+                    rs += plane_shuffle_xor(rs, 1);
+                    l = l * alpha + rs;
+
+                    if plane_any(alpha != 1.0f32) {
+                        #[unroll]
+                        for j in 0..dtiles {
+                            let so = s_off + j * 16;
+                            cmma::store(
+                                &mut st.slice_mut(so, so + 15 * sw + 16),
+                                acc.index(j),
+                                sw as u32,
+                                cmma::MatrixLayout::RowMajor,
+                            );
+                        }
+                        sync_plane();
+                        for cc in 0..half_d {
+                            let col = hf as usize * half_d + cc;
+                            st[srow + col] *= alpha;
+                        }
+                        sync_plane();
+                        #[unroll]
+                        for j in 0..dtiles {
+                            let so = s_off + j * 16;
+                            cmma::load_with_layout(
+                                acc.index(j),
+                                &st.slice(so, so + 15 * sw + 16),
+                                sw as u32,
+                                cmma::MatrixLayout::RowMajor,
+                            );
+                        }
+                    }
+                    sync_plane();
+
+                    // O += P V.
+                    #[unroll]
+                    for kk in 0..ktiles {
+                        let a = cmma::Matrix::<F>::from_slice(
+                            cmma::MatrixIdent::A,
+                            16usize,
+                            16usize,
+                            16usize,
+                            cmma::MatrixLayout::RowMajor,
+                            &sp.slice(p_off + kk * 16, p_off + kk * 16 + 15 * BK + 16),
+                            BK as u32,
+                        );
+                        #[unroll]
+                        for j in 0..dtiles {
+                            let vt = kk * 16 * head_dim + j * 16;
+                            let bm = cmma::Matrix::<F>::from_slice(
+                                cmma::MatrixIdent::B,
+                                16usize,
+                                16usize,
+                                16usize,
+                                cmma::MatrixLayout::RowMajor,
+                                &sv.slice(vt, vt + 15 * head_dim + 16),
+                                head_dim as u32,
+                            );
+                            let o = acc.index(j);
+                            cmma::execute::<F, F, f32, f32>(&a, &bm, o, o);
+                        }
+                    }
+                }
+            }
+        }
+
+        // Epilogue: stage O, normalise, scatter rows to their natural positions.
+        sync_plane();
+        #[unroll]
+        for j in 0..dtiles {
+            let so = s_off + j * 16;
+            cmma::store(
+                &mut st.slice_mut(so, so + 15 * sw + 16),
+                acc.index(j),
+                sw as u32,
+                cmma::MatrixLayout::RowMajor,
+            );
+        }
+        sync_plane();
+        let pp = row0 + warp * 16 + lr;
+        if pp < tokens {
+            let n = natural_tc(pp, permuted, perm);
+            let has = l > 0.0f32;
+            let mut inv = 0.0f32;
+            if has {
+                inv = 1.0f32 / l;
+            }
+            let obase = base + n as usize * head_dim;
+            for cc in 0..half_d {
+                let col = hf as usize * half_d + cc;
+                out[obase + col] = F::cast_from(st[srow + col] * inv);
+            }
+            if comptime!(want_lse) {
+                if hf == 0 {
+                    let mut val = neg_inf;
+                    if has {
+                        val = m + f32::ln(l);
+                    }
+                    lse[bh as usize * tokens as usize + n as usize] = val;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Problem description (shapes, dtypes, options), independent of the data.
+
+use crate::KernelError;
+use cubecl::ir::{ElemType, FloatKind, StorageType, UIntKind};
+
+/// Element type of Q, K, V and the output (accumulation is always f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttnDtype {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+impl AttnDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            AttnDtype::F32 => 4,
+            AttnDtype::F16 | AttnDtype::BF16 => 2,
+        }
+    }
+
+    /// Lower-case name (`f32`, `f16`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AttnDtype::F32 => "f32",
+            AttnDtype::F16 => "f16",
+            AttnDtype::BF16 => "bf16",
+        }
+    }
+
+    /// The CubeCL storage type.
+    pub fn storage(self) -> StorageType {
+        let kind = match self {
+            AttnDtype::F32 => FloatKind::F32,
+            AttnDtype::F16 => FloatKind::F16,
+            AttnDtype::BF16 => FloatKind::BF16,
+        };
+        ElemType::Float(kind).into()
+    }
+}
+
+/// Element type of the key-padding mask `[batch, tokens]` (nonzero = valid key).
+/// Burn's bool tensors are `u8` on CUDA and `u32` on wgpu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MaskDtype {
+    /// One byte per key.
+    U8,
+    /// Four bytes per key.
+    U32,
+}
+
+impl MaskDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            MaskDtype::U8 => 1,
+            MaskDtype::U32 => 4,
+        }
+    }
+
+    /// The CubeCL storage type.
+    pub fn storage(self) -> StorageType {
+        match self {
+            MaskDtype::U8 => ElemType::UInt(UIntKind::U8).into(),
+            MaskDtype::U32 => ElemType::UInt(UIntKind::U32).into(),
+        }
+    }
+}
+
+/// Which kernel implementation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KernelPath {
+    /// Tensor cores when the device has `cmma` for the dtype, plane operations and a
+    /// block size that is a multiple of 64; the portable kernel otherwise.
+    #[default]
+    Auto,
+    /// Force the tensor-core kernel (error if unavailable).
+    TensorCore,
+    /// Force the portable kernel.
+    Portable,
+}
+
+/// One sparse attention call: `[batch, heads, tokens, head_dim]` contiguous Q, K, V and
+/// output, optional key padding `[batch, tokens]` and optional lse `[batch, heads, tokens]`
+/// (f32, natural token order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseAttention {
+    /// Batch size.
+    pub batch: usize,
+    /// Heads (must equal the layer's heads).
+    pub heads: usize,
+    /// Tokens (must equal the layer's layout tokens).
+    pub tokens: usize,
+    /// Head dimension (multiple of 16, at most 128 on the portable path).
+    pub head_dim: usize,
+    /// Element type of Q, K, V and output.
+    pub dtype: AttnDtype,
+    /// Softmax scale; `None` means `1/sqrt(head_dim)`.
+    pub scale: Option<f32>,
+    /// Element type of the key-padding mask, when one is given.
+    pub key_padding: Option<MaskDtype>,
+    /// Whether the per-row log-sum-exp is written.
+    pub want_lse: bool,
+    /// Kernel selection.
+    pub path: KernelPath,
+}
+
+impl SparseAttention {
+    /// A problem with default scale, no key padding, no lse, automatic path.
+    pub fn new(
+        batch: usize,
+        heads: usize,
+        tokens: usize,
+        head_dim: usize,
+        dtype: AttnDtype,
+    ) -> Self {
+        SparseAttention {
+            batch,
+            heads,
+            tokens,
+            head_dim,
+            dtype,
+            scale: None,
+            key_padding: None,
+            want_lse: false,
+            path: KernelPath::Auto,
+        }
+    }
+
+    /// Sets the softmax scale.
+    pub fn with_scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+
+    /// Declares a key-padding mask of the given element type.
+    pub fn with_key_padding(mut self, dtype: MaskDtype) -> Self {
+        self.key_padding = Some(dtype);
+        self
+    }
+
+    /// Requests the lse output.
+    pub fn with_lse(mut self) -> Self {
+        self.want_lse = true;
+        self
+    }
+
+    /// Forces a kernel path.
+    pub fn with_path(mut self, path: KernelPath) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// The scale actually used.
+    pub fn scale_value(&self) -> f32 {
+        self.scale.unwrap_or(1.0 / (self.head_dim as f32).sqrt())
+    }
+
+    /// Elements of Q (= K = V = output).
+    pub fn qkv_elems(&self) -> usize {
+        self.batch * self.heads * self.tokens * self.head_dim
+    }
+
+    /// Dense FLOPs `4 * B * H * L^2 * D`.
+    pub fn dense_flops(&self) -> f64 {
+        4.0 * self.batch as f64
+            * self.heads as f64
+            * (self.tokens as f64).powi(2)
+            * self.head_dim as f64
+    }
+
+    /// Checks sizes that do not depend on the device.
+    pub fn validate(&self) -> Result<(), KernelError> {
+        for (field, v) in [
+            ("batch", self.batch),
+            ("heads", self.heads),
+            ("tokens", self.tokens),
+        ] {
+            if v == 0 {
+                return Err(KernelError::Shape {
+                    field,
+                    expected: 1,
+                    got: 0,
+                });
+            }
+        }
+        if self.head_dim == 0 || self.head_dim % 16 != 0 {
+            return Err(KernelError::HeadDim {
+                head_dim: self.head_dim,
+                reason: "must be a positive multiple of 16".into(),
+            });
+        }
+        if let Some(s) = self.scale
+            && !s.is_finite()
+        {
+            return Err(KernelError::Option(format!("scale {s} is not finite")));
+        }
+        if self.qkv_elems() >= u32::MAX as usize {
+            return Err(KernelError::Option(format!(
+                "{} elements per tensor exceed 32-bit indexing",
+                self.qkv_elems()
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! f64 CPU reference: the oracle for the kernels, also used by other crates' tests.
+//!
+//! It applies exactly the block mask of each head's table, in the table's token order:
+//! query row `p` (table position) attends every key position of every block listed in its
+//! block row, and reads/writes natural tokens `perm[p]`. Rows with no computed key (skip
+//! heads, empty block rows, or every listed key padded) give output 0 and lse `-inf`.
+
+use crate::KernelError;
+use vdit_patterns::{CompiledLayer, HeadSlot};
+
+/// Reference sparse attention on `[batch, heads, tokens, head_dim]` f32 slices, computed
+/// in f64. `key_padding` is `[batch, tokens]`, `true` = valid key. `scale` is the softmax
+/// scale (`1/sqrt(head_dim)` by convention). Returns `(out, lse)` with `out` shaped like `q`
+/// and `lse` `[batch, heads, tokens]` (natural order; `-inf` for rows without keys).
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_attention_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    layer: &CompiledLayer,
+    batch: usize,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+    key_padding: Option<&[bool]>,
+) -> Result<(Vec<f32>, Vec<f32>), KernelError> {
+    if heads != layer.heads() {
+        return Err(KernelError::Shape {
+            field: "heads",
+            expected: layer.heads(),
+            got: heads,
+        });
+    }
+    let per_token = batch * heads * head_dim;
+    if per_token == 0 || q.len() % per_token != 0 {
+        return Err(KernelError::Shape {
+            field: "q.len",
+            expected: per_token,
+            got: q.len(),
+        });
+    }
+    let tokens = q.len() / per_token;
+    for (field, len) in [("k.len", k.len()), ("v.len", v.len())] {
+        if len != q.len() {
+            return Err(KernelError::Shape {
+                field,
+                expected: q.len(),
+                got: len,
+            });
+        }
+    }
+    if let Some(t) = layer.tables().first()
+        && t.tokens() != tokens
+    {
+        return Err(KernelError::Shape {
+            field: "tokens",
+            expected: t.tokens(),
+            got: tokens,
+        });
+    }
+    if let Some(m) = key_padding
+        && m.len() != batch * tokens
+    {
+        return Err(KernelError::Shape {
+            field: "key_padding.len",
+            expected: batch * tokens,
+            got: m.len(),
+        });
+    }
+    let perms: Vec<Vec<u32>> = layer.tables().iter().map(|t| t.permutation()).collect();
+    let mut out = vec![0f32; q.len()];
+    let mut lse = vec![f32::NEG_INFINITY; batch * heads * tokens];
+    let d = head_dim;
+    let mut scores: Vec<(usize, f64)> = Vec::new();
+    for b in 0..batch {
+        for (h, slot) in layer.slots().iter().enumerate() {
+            let HeadSlot::Table(ti) = *slot else { continue };
+            let table = &layer.tables()[ti];
+            let perm = &perms[ti];
+            let base = (b * heads + h) * tokens * d;
+            for qb in 0..table.num_blocks() {
+                for p in table.block_range(qb) {
+                    let nq = perm[p] as usize;
+                    let qrow = &q[base + nq * d..base + (nq + 1) * d];
+                    scores.clear();
+                    for &kb in table.row(qb) {
+                        for pk in table.block_range(kb as usize) {
+                            let nk = perm[pk] as usize;
+                            if key_padding.is_some_and(|m| !m[b * tokens + nk]) {
+                                continue;
+                            }
+                            let krow = &k[base + nk * d..base + (nk + 1) * d];
+                            let dot: f64 = qrow
+                                .iter()
+                                .zip(krow)
+                                .map(|(&a, &c)| a as f64 * c as f64)
+                                .sum();
+                            scores.push((nk, dot * scale as f64));
+                        }
+                    }
+                    if scores.is_empty() {
+                        continue;
+                    }
+                    let m = scores.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
+                    let mut acc = vec![0f64; d];
+                    let mut sum = 0f64;
+                    for &(nk, s) in &scores {
+                        let p = (s - m).exp();
+                        sum += p;
+                        let vrow = &v[base + nk * d..base + (nk + 1) * d];
+                        for (a, &x) in acc.iter_mut().zip(vrow) {
+                            *a += p * x as f64;
+                        }
+                    }
+                    for (o, a) in out[base + nq * d..base + (nq + 1) * d].iter_mut().zip(&acc) {
+                        *o = (a / sum) as f32;
+                    }
+                    lse[(b * heads + h) * tokens + nq] = (m + sum.ln()) as f32;
+                }
+            }
+        }
+    }
+    Ok((out, lse))
+}
