@@ -122,3 +122,60 @@ pub fn sparse_attention_reference(
     }
     Ok((out, lse))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    use vdit_patterns::{Pattern, TextPosition, VideoLayout};
+
+    /// The reference agrees with naive masked softmax over the patterns crate's own
+    /// token mask (`BlockTable::token_mask`, natural order), so the kernels are checked
+    /// against the block semantics, not against a copy of their own indexing.
+    #[test]
+    fn matches_naive_token_mask_softmax() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let layout = VideoLayout::new(3, 4, 5).unwrap().with_text(7, TextPosition::Prefix).unwrap();
+        let patterns = [
+            Pattern::Dense,
+            Pattern::Skip,
+            Pattern::Diagonal { band: 0.4 },
+            Pattern::MultiDiagonal { spatial_band: 0.1, frame_reach: 1 },
+        ];
+        let layer = CompiledLayer::compile(&patterns, &layout, 8).unwrap();
+        let (n, d, heads) = (layout.total_tokens(), 16, patterns.len());
+        let mut r = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let (q, k, v) = (r(heads * n * d), r(heads * n * d), r(heads * n * d));
+        let pad: Vec<bool> = (0..n).map(|i| i % 11 != 3).collect();
+        let scale = 0.3;
+        let (out, lse) = sparse_attention_reference(&q, &k, &v, &layer, 1, heads, d, scale, Some(&pad)).unwrap();
+        for (h, slot) in layer.slots().iter().enumerate() {
+            let mask = match slot {
+                HeadSlot::Skip => vec![false; n * n],
+                HeadSlot::Table(t) => layer.tables()[*t].token_mask(),
+            };
+            for i in 0..n {
+                let row = |j: usize| (h * n + j) * d;
+                let keys: Vec<usize> = (0..n).filter(|&j| mask[i * n + j] && pad[j]).collect();
+                let o = &out[row(i)..row(i) + d];
+                if keys.is_empty() {
+                    assert!(o.iter().all(|&x| x == 0.0));
+                    assert_eq!(lse[h * n + i], f32::NEG_INFINITY);
+                    continue;
+                }
+                let s: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| (0..d).map(|c| q[row(i) + c] as f64 * k[row(j) + c] as f64).sum::<f64>() * scale as f64)
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                for c in 0..d {
+                    let want: f64 = keys.iter().zip(&s).map(|(&j, x)| (x - m).exp() / z * v[row(j) + c] as f64).sum();
+                    assert!((o[c] as f64 - want).abs() < 1e-6, "head {h} row {i} col {c}");
+                }
+                assert!((lse[h * n + i] as f64 - (m + z.ln())).abs() < 1e-5);
+            }
+        }
+        assert!(sparse_attention_reference(&q, &k, &v, &layer, 1, 3, d, scale, None).is_err());
+    }
+}

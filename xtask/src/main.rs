@@ -1,1 +1,48 @@
-fn main() {}
+//! `cargo xtask`: the Sparse-vDiT command line (search, bench, forward, generate,
+//! fixtures), following the cargo-xtask convention: a workspace binary run through the
+//! `xtask` alias in `.cargo/config.toml`.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// Sparse-vDiT tools: search sparse attention plans, benchmark, run denoisers.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Search a per-layer, per-head sparse attention plan (embedded default: a tiny
+    /// planted model on the CPU).
+    Search(commands::search::Args),
+    /// Benchmark attention and denoiser steps (CPU suite by default; `--backend cuda`).
+    Bench(commands::bench::Args),
+    /// Run one denoiser forward call from a diffusers model directory and an inputs file.
+    Forward(commands::forward::Args),
+    /// Run the denoising loop from precomputed text embeddings to latents.
+    Generate(commands::generate::Args),
+    /// Regenerate the golden test fixtures with diffusers (Python, CPU).
+    Fixtures(commands::fixtures::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Search(a) => commands::search::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+        Command::Forward(a) => commands::forward::run(a),
+        Command::Generate(a) => commands::generate::run(a),
+        Command::Fixtures(a) => commands::fixtures::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

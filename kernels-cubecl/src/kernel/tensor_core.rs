@@ -29,8 +29,19 @@ pub(crate) const RESCALE_THRESHOLD: f32 = 8.0;
 
 /// Shared memory bytes for a head dim and element size.
 pub(crate) fn shared_bytes(head_dim: usize, elem: usize) -> usize {
-    let sw = head_dim.max(BK);
-    (BQ * head_dim + 2 * BK * head_dim + WARPS * 16 * BK) * elem + WARPS * 16 * sw * 4
+    let ds = head_dim + PAD_H;
+    (BQ * ds + 2 * BK * ds + WARPS * 16 * (BK + PAD_H)) * elem
+        + WARPS * 16 * stage_stride(head_dim) * 4
+}
+
+/// Row padding (elements) of the f16/bf16 tiles: 16 bytes, so that the 8 rows read by one
+/// `ldmatrix` phase start in different banks.
+pub(crate) const PAD_H: usize = 8;
+
+/// Row stride (f32 elements) of a plane's staging area: a multiple of 32 plus 4, which
+/// with the per-lane rotated column order makes the softmax loops bank-conflict free.
+pub(crate) fn stage_stride(head_dim: usize) -> usize {
+    head_dim.max(BK) + 4
 }
 
 #[cube]
@@ -56,6 +67,7 @@ fn load_rows<F: Float, N: Size>(
     perm: &Array<u32>,
     #[comptime] rows: usize,
     #[comptime] head_dim: usize,
+    #[comptime] stride: usize,
 ) {
     let vn = N::value();
     let dv = comptime!(head_dim / vn);
@@ -64,7 +76,7 @@ fn load_rows<F: Float, N: Size>(
         let rr = i / dv as u32;
         let c = i % dv as u32;
         let pp = p0 + rr;
-        let off = rr as usize * head_dim + c as usize * vn;
+        let off = rr as usize * stride + c as usize * vn;
         if pp < tokens {
             let n = natural_tc(pp, permuted, perm);
             let vec = src[base_v + n as usize * dv + c as usize];
@@ -108,7 +120,9 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
     let masked_threshold = f32::new(MASKED_THRESHOLD);
     let rescale_threshold = f32::new(RESCALE_THRESHOLD);
     let vn = N::value();
-    let sw = comptime!(if head_dim > BK { head_dim } else { BK });
+    let sw = comptime!(stage_stride(head_dim));
+    let ds = comptime!(head_dim + PAD_H);
+    let ps = comptime!(BK + PAD_H);
     let dtiles = comptime!(head_dim / 16);
     let ktiles = comptime!(BK / 16);
     let half_k = comptime!(BK / 2);
@@ -148,14 +162,14 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
             }
         }
     } else {
-        let mut sq = SharedMemory::<F>::new(BQ * head_dim);
-        let mut sk = SharedMemory::<F>::new(BK * head_dim);
-        let mut sv = SharedMemory::<F>::new(BK * head_dim);
-        let mut sp = SharedMemory::<F>::new(WARPS * 16 * BK);
+        let mut sq = SharedMemory::<F>::new(BQ * ds);
+        let mut sk = SharedMemory::<F>::new(BK * ds);
+        let mut sv = SharedMemory::<F>::new(BK * ds);
+        let mut sp = SharedMemory::<F>::new(WARPS * 16 * ps);
         let mut st = SharedMemory::<f32>::new(WARPS * 16 * sw);
 
         load_rows::<F, N>(
-            q, &mut sq, base_v, row0, tokens, permuted, perm, BQ, head_dim,
+            q, &mut sq, base_v, row0, tokens, permuted, perm, BQ, head_dim, ds,
         );
 
         let mut acc = Sequence::<cmma::Matrix<f32>>::new();
@@ -186,11 +200,11 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
         // Two lanes per row: row `lr` of this plane, half `hf`.
         let lr = lane / 2;
         let hf = lane % 2;
-        let q_off = warp as usize * 16 * head_dim;
-        let p_off = warp as usize * 16 * BK;
+        let q_off = warp as usize * 16 * ds;
+        let p_off = warp as usize * 16 * ps;
         let s_off = warp as usize * 16 * sw;
         let srow = s_off + lr as usize * sw;
-        let prow = p_off + lr as usize * BK;
+        let prow = p_off + lr as usize * ps;
         let mut m = masked;
         let mut l = 0.0f32;
 
@@ -202,8 +216,8 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                 let k0 = kb * block_size as u32 + c * BK as u32;
                 if k0 < tokens {
                     sync_cube();
-                    load_rows::<F, N>(k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim);
-                    load_rows::<F, N>(v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim);
+                    load_rows::<F, N>(k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim, ds);
+                    load_rows::<F, N>(v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim, ds);
                     sync_cube();
 
                     // S = Q K^T (16 x BK per plane).
@@ -219,20 +233,20 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                             16usize,
                             16usize,
                             cmma::MatrixLayout::RowMajor,
-                            &sq.slice(q_off + kk * 16, q_off + kk * 16 + 15 * head_dim + 16),
-                            head_dim as u32,
+                            &sq.slice(q_off + kk * 16, q_off + kk * 16 + 15 * ds + 16),
+                            ds as u32,
                         );
                         #[unroll]
                         for n in 0..ktiles {
-                            let kt = n * 16 * head_dim + kk * 16;
+                            let kt = n * 16 * ds + kk * 16;
                             let bm = cmma::Matrix::<F>::from_slice(
                                 cmma::MatrixIdent::B,
                                 16usize,
                                 16usize,
                                 16usize,
                                 cmma::MatrixLayout::ColMajor,
-                                &sk.slice(kt, kt + 15 * head_dim + 16),
-                                head_dim as u32,
+                                &sk.slice(kt, kt + 15 * ds + 16),
+                                ds as u32,
                             );
                             let s = sfr.index(n);
                             cmma::execute::<F, F, f32, f32>(&a, &bm, s, s);
@@ -253,7 +267,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                     // Online softmax on shared memory.
                     let mut mt = masked;
                     for cc in 0..half_k {
-                        let col = hf as usize * half_k + cc;
+                        let col = hf as usize * half_k + (cc + lane as usize) % half_k;
                         let kp = k0 + col as u32;
                         let mut s = st[srow + col] * scale;
                         if kp >= tokens {
@@ -277,7 +291,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                     }
                     let mut rs = 0.0f32;
                     for cc in 0..half_k {
-                        let col = hf as usize * half_k + cc;
+                        let col = hf as usize * half_k + (cc + lane as usize) % half_k;
                         let s = st[srow + col];
                         let mut pr = 0.0f32;
                         if s > masked_threshold {
@@ -302,7 +316,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                         }
                         sync_plane();
                         for cc in 0..half_d {
-                            let col = hf as usize * half_d + cc;
+                            let col = hf as usize * half_d + (cc + lane as usize) % half_d;
                             st[srow + col] *= alpha;
                         }
                         sync_plane();
@@ -328,20 +342,20 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                             16usize,
                             16usize,
                             cmma::MatrixLayout::RowMajor,
-                            &sp.slice(p_off + kk * 16, p_off + kk * 16 + 15 * BK + 16),
-                            BK as u32,
+                            &sp.slice(p_off + kk * 16, p_off + kk * 16 + 15 * ps + 16),
+                            ps as u32,
                         );
                         #[unroll]
                         for j in 0..dtiles {
-                            let vt = kk * 16 * head_dim + j * 16;
+                            let vt = kk * 16 * ds + j * 16;
                             let bm = cmma::Matrix::<F>::from_slice(
                                 cmma::MatrixIdent::B,
                                 16usize,
                                 16usize,
                                 16usize,
                                 cmma::MatrixLayout::RowMajor,
-                                &sv.slice(vt, vt + 15 * head_dim + 16),
-                                head_dim as u32,
+                                &sv.slice(vt, vt + 15 * ds + 16),
+                                ds as u32,
                             );
                             let o = acc.index(j);
                             cmma::execute::<F, F, f32, f32>(&a, &bm, o, o);
@@ -374,7 +388,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
             }
             let obase = base + n as usize * head_dim;
             for cc in 0..half_d {
-                let col = hf as usize * half_d + cc;
+                let col = hf as usize * half_d + (cc + lane as usize) % half_d;
                 out[obase + col] = F::cast_from(st[srow + col] * inv);
             }
             if comptime!(want_lse) {
