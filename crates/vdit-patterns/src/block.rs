@@ -89,9 +89,14 @@ impl BlockTable {
                                 band(&mut marks, *b);
                             }
                         }
-                        Resolved::MultiDiagonal { spatial, frames } => {
-                            mark_multi_diagonal(&mut marks, layout, i0..i1, *spatial, *frames, &mut mark)
-                        }
+                        Resolved::MultiDiagonal { spatial, frames } => mark_multi_diagonal(
+                            &mut marks,
+                            layout,
+                            i0..i1,
+                            *spatial,
+                            *frames,
+                            &mut mark,
+                        ),
                         Resolved::Dense | Resolved::Skip => unreachable!(),
                     }
                 }
@@ -239,7 +244,11 @@ fn mark_multi_diagonal(
     let (s0, s1) = (rows.start / frames, (rows.end - 1) / frames);
     for s in s0..=s1 {
         let ta = if s == s0 { rows.start % frames } else { 0 };
-        let tb = if s == s1 { (rows.end - 1) % frames } else { frames - 1 };
+        let tb = if s == s1 {
+            (rows.end - 1) % frames
+        } else {
+            frames - 1
+        };
         let (ka, kb) = (ta.saturating_sub(reach), (tb + reach).min(frames - 1));
         let (sa, sb) = (s.saturating_sub(spatial), (s + spatial).min(hw - 1));
         if ka == 0 && kb == frames - 1 {

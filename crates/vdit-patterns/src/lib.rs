@@ -41,6 +41,6 @@ pub use layout::{TextPosition, TokenKind, VideoLayout};
 pub use order::TokenOrder;
 pub use pattern::{Pattern, PatternKind, TokenSpan};
 pub use plan::{
-    CompiledLayer, CostTableRef, HeadSlot, ModelInfo, PLAN_VERSION, Plan, Provenance,
-    SearchParams, StepRange, TableCache,
+    CompiledLayer, CostTableRef, HeadSlot, ModelInfo, PLAN_VERSION, Plan, Provenance, SearchParams,
+    StepRange, TableCache,
 };

@@ -112,9 +112,17 @@ impl std::fmt::Display for PatternKind {
 pub(crate) enum Resolved {
     Dense,
     Skip,
-    Diagonal { band: usize },
-    MultiDiagonal { spatial: usize, frames: usize },
-    Stripe { columns: Vec<Range<usize>>, band: Option<usize> },
+    Diagonal {
+        band: usize,
+    },
+    MultiDiagonal {
+        spatial: usize,
+        frames: usize,
+    },
+    Stripe {
+        columns: Vec<Range<usize>>,
+        band: Option<usize>,
+    },
 }
 
 fn check_fraction(
@@ -160,7 +168,9 @@ impl Pattern {
     pub fn validate(&self) -> Result<(), PatternError> {
         match self {
             Pattern::Dense | Pattern::Skip => Ok(()),
-            Pattern::Diagonal { band } => check_fraction("diagonal", "band", *band, MAX_BAND_FRAMES),
+            Pattern::Diagonal { band } => {
+                check_fraction("diagonal", "band", *band, MAX_BAND_FRAMES)
+            }
             Pattern::MultiDiagonal { spatial_band, .. } => {
                 check_fraction("multi_diagonal", "spatial_band", *spatial_band, 1.0)
             }

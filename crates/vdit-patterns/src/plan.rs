@@ -228,7 +228,10 @@ impl Plan {
         let s = &self.search;
         for (field, v) in [("search.lambda", s.lambda), ("search.epsilon", s.epsilon)] {
             if !v.is_finite() || v < 0.0 {
-                return Err(PlanError::invalid(field, format!("{v} is not a finite number >= 0")));
+                return Err(PlanError::invalid(
+                    field,
+                    format!("{v} is not a finite number >= 0"),
+                ));
             }
         }
         if let Some(t) = s.target_speedup
@@ -243,12 +246,19 @@ impl Plan {
             return Err(PlanError::invalid("total_steps", "must be at least 1"));
         }
         if self.ranges.is_empty() {
-            return Err(PlanError::invalid("ranges", "must hold at least one step range"));
+            return Err(PlanError::invalid(
+                "ranges",
+                "must hold at least one step range",
+            ));
         }
         let mut expected_start = 0;
         for (i, r) in self.ranges.iter().enumerate() {
             if r.start != expected_start {
-                let what = if r.start < expected_start { "overlaps" } else { "leaves a gap after" };
+                let what = if r.start < expected_start {
+                    "overlaps"
+                } else {
+                    "leaves a gap after"
+                };
                 return Err(PlanError::invalid(
                     format!("ranges[{i}].start"),
                     format!(
@@ -267,7 +277,11 @@ impl Plan {
             if r.layers.len() != m.layers {
                 return Err(PlanError::invalid(
                     format!("ranges[{i}].layers"),
-                    format!("has {} layers, model.layers is {}", r.layers.len(), m.layers),
+                    format!(
+                        "has {} layers, model.layers is {}",
+                        r.layers.len(),
+                        m.layers
+                    ),
                 ));
             }
             for (l, heads) in r.layers.iter().enumerate() {
@@ -297,7 +311,12 @@ impl Plan {
     }
 
     /// Checks the plan against a model's shape; errors name the mismatching field.
-    pub fn check_model(&self, layers: usize, heads: usize, head_dim: usize) -> Result<(), PlanError> {
+    pub fn check_model(
+        &self,
+        layers: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<(), PlanError> {
         for (field, plan, model) in [
             ("model.layers", self.model.layers, layers),
             ("model.heads", self.model.heads, heads),
@@ -368,9 +387,11 @@ impl TableCache {
         layout: &VideoLayout,
         block_size: usize,
     ) -> Result<Arc<BlockTable>, PatternError> {
-        if let Some((_, t)) = self.entries.iter().find(|(p, t)| {
-            p == pattern && t.layout() == layout && t.block_size() == block_size
-        }) {
+        if let Some((_, t)) = self
+            .entries
+            .iter()
+            .find(|(p, t)| p == pattern && t.layout() == layout && t.block_size() == block_size)
+        {
             return Ok(t.clone());
         }
         let t = Arc::new(BlockTable::compile(pattern, layout, block_size)?);
