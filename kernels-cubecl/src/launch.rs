@@ -84,7 +84,10 @@ fn tc_unavailable<R: Runtime>(
             hw.plane_size_min, hw.plane_size_max
         ));
     }
-    if block_size % tensor_core::BQ != 0 {
+    if !p.head_dim.is_multiple_of(tensor_core::BK) {
+        return Some(format!("head_dim {} is not a multiple of 64", p.head_dim));
+    }
+    if !block_size.is_multiple_of(tensor_core::BQ) {
         return Some(format!("block size {block_size} is not a multiple of 64"));
     }
     let smem = tensor_core::shared_bytes(p.head_dim, p.dtype.size());
@@ -284,7 +287,7 @@ pub fn launch<R: Runtime>(
     unsafe {
         let arr = |h: &Handle, len: usize| ArrayArg::from_raw_parts(h.clone(), len);
         match path {
-            KernelPath::TensorCore => tensor_core::sparse_attn_tc::launch::<R>(
+            KernelPath::TensorCore => tensor_core::sparse_attn_tc::launch_unchecked::<R>(
                 client,
                 count,
                 CubeDim::new_2d(tensor_core::LANES as u32, tensor_core::WARPS as u32),

@@ -188,7 +188,7 @@ impl SparseAttention {
                 });
             }
         }
-        if self.head_dim == 0 || self.head_dim % 16 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(16) {
             return Err(KernelError::HeadDim {
                 head_dim: self.head_dim,
                 reason: "must be a positive multiple of 16".into(),

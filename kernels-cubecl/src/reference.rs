@@ -32,7 +32,7 @@ pub fn sparse_attention_reference(
         });
     }
     let per_token = batch * heads * head_dim;
-    if per_token == 0 || q.len() % per_token != 0 {
+    if per_token == 0 || !q.len().is_multiple_of(per_token) {
         return Err(KernelError::Shape {
             field: "q.len",
             expected: per_token,
@@ -135,20 +135,28 @@ mod tests {
     #[test]
     fn matches_naive_token_mask_softmax() {
         let mut rng = StdRng::seed_from_u64(9);
-        let layout = VideoLayout::new(3, 4, 5).unwrap().with_text(7, TextPosition::Prefix).unwrap();
+        let layout = VideoLayout::new(3, 4, 5)
+            .unwrap()
+            .with_text(7, TextPosition::Prefix)
+            .unwrap();
         let patterns = [
             Pattern::Dense,
             Pattern::Skip,
             Pattern::Diagonal { band: 0.4 },
-            Pattern::MultiDiagonal { spatial_band: 0.1, frame_reach: 1 },
+            Pattern::MultiDiagonal {
+                spatial_band: 0.1,
+                frame_reach: 1,
+            },
         ];
         let layer = CompiledLayer::compile(&patterns, &layout, 8).unwrap();
         let (n, d, heads) = (layout.total_tokens(), 16, patterns.len());
-        let mut r = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let mut r =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
         let (q, k, v) = (r(heads * n * d), r(heads * n * d), r(heads * n * d));
         let pad: Vec<bool> = (0..n).map(|i| i % 11 != 3).collect();
         let scale = 0.3;
-        let (out, lse) = sparse_attention_reference(&q, &k, &v, &layer, 1, heads, d, scale, Some(&pad)).unwrap();
+        let (out, lse) =
+            sparse_attention_reference(&q, &k, &v, &layer, 1, heads, d, scale, Some(&pad)).unwrap();
         for (h, slot) in layer.slots().iter().enumerate() {
             let mask = match slot {
                 HeadSlot::Skip => vec![false; n * n],
@@ -165,13 +173,25 @@ mod tests {
                 }
                 let s: Vec<f64> = keys
                     .iter()
-                    .map(|&j| (0..d).map(|c| q[row(i) + c] as f64 * k[row(j) + c] as f64).sum::<f64>() * scale as f64)
+                    .map(|&j| {
+                        (0..d)
+                            .map(|c| q[row(i) + c] as f64 * k[row(j) + c] as f64)
+                            .sum::<f64>()
+                            * scale as f64
+                    })
                     .collect();
                 let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
                 for c in 0..d {
-                    let want: f64 = keys.iter().zip(&s).map(|(&j, x)| (x - m).exp() / z * v[row(j) + c] as f64).sum();
-                    assert!((o[c] as f64 - want).abs() < 1e-6, "head {h} row {i} col {c}");
+                    let want: f64 = keys
+                        .iter()
+                        .zip(&s)
+                        .map(|(&j, x)| (x - m).exp() / z * v[row(j) + c] as f64)
+                        .sum();
+                    assert!(
+                        (o[c] as f64 - want).abs() < 1e-6,
+                        "head {h} row {i} col {c}"
+                    );
                 }
                 assert!((lse[h * n + i] as f64 - (m + z.ln())).abs() < 1e-5);
             }

@@ -29,7 +29,7 @@ import re, subprocess, os
 log = open("/tmp/cubecl.log", errors="replace").read() if os.path.exists("/tmp/cubecl.log") else ""
 seen = 0
 for blk in log.split("[START_KERNEL_COMPILATION]")[1:]:
-    if "sparse_attn" not in blk.split("source:")[0]:
+    if "sparse_attn_tc" not in blk.split("source:")[0]:
         continue
     m = re.search(r"source:\n```[a-z]*\n(.*?)\n```\n\[END_KERNEL_COMPILATION\]", blk, re.S)
     if not m:
@@ -38,10 +38,10 @@ for blk in log.split("[START_KERNEL_COMPILATION]")[1:]:
     name = blk.split("source:")[0].strip().splitlines()[0][:200]
     r = subprocess.run(["nvcc", "-arch=sm_90a", "--resource-usage", "-c", path, "-o", "/dev/null"], capture_output=True, text=True)
     print(f"--- {path}: {name}\n{r.stderr.strip()[-1500:]}")
-    if seen >= 8:
+    if seen >= 4:
         break
 PY
-  cp /tmp/k0.cu "$OUT/sparse_attn_sample.cu" 2>/dev/null || true
+  cp /tmp/k0.cu "$OUT/sparse_attn_tc_sample.cu" 2>/dev/null || true
   grep -E "registers|smem|spill|---" "$OUT/resource.txt" | head -30
 fi
 

@@ -1,17 +1,19 @@
 //! Tensor-core kernel (`cmma` 16x16x16, f16/bf16 in, f32 accumulate). Needs plane
-//! operations and 32-lane planes (CUDA).
+//! operations and 32-lane planes (CUDA); head dims that are multiples of 64.
 //!
 //! One cube = 64 query rows (4 planes x 16 rows) of one (batch, head); `CubeDim = (32, 4)`.
-//! Per 64-key tile: K and V are staged in shared memory (vectorised global loads, rows
-//! gathered through the permutation), each plane computes `S = Q K^T` (16 x 64) with cmma
-//! into f32, softmax runs on shared memory with two lanes per row, `P` is cast to the
-//! input type and `O += P V` accumulates in cmma f32 fragments held across the key loop.
+//! The plane's Q rows live in registers as cmma A fragments for the whole key loop. Per
+//! 64-key tile: K and V are staged in shared memory (16-byte global loads and shared
+//! stores, rows gathered through the permutation, rows padded by 16 bytes against bank
+//! conflicts); each plane computes `S = Q K^T` (16 x 64) with cmma into f32, runs the
+//! online softmax on shared memory with two lanes per row, casts `P` to the input type and accumulates `O += P V` in cmma
+//! f32 fragments held across the key loop.
 //!
 //! Rescaling is lazy (as in FlashAttention-4): the running max used for the exponentials
-//! only moves when the tile max exceeds it by more than [`RESCALE_THRESHOLD`], so `P <=
-//! e^8` and the accumulator round trip through shared memory (needed because cmma
-//! fragments are opaque) is rare; the final normalisation uses the same stale max, so the
-//! result is exact up to rounding.
+//! only moves when the tile max exceeds it by more than [`RESCALE_THRESHOLD`], so
+//! `P <= e^8` and the accumulator round trip through shared memory (cmma fragments are
+//! opaque) is rare; the final normalisation uses the same max, so the result is exact up
+//! to rounding. Launched unchecked: `crate::launch` validates every buffer length first.
 
 use super::{MASKED, MASKED_THRESHOLD};
 use cubecl::prelude::*;
@@ -24,24 +26,19 @@ pub(crate) const BK: usize = 64;
 pub(crate) const WARPS: usize = 4;
 /// Lanes per plane this kernel assumes.
 pub(crate) const LANES: usize = 32;
-/// Natural-log growth allowed before the accumulators are rescaled.
+/// Growth (natural log units) of the running max tolerated before the accumulators are rescaled.
 pub(crate) const RESCALE_THRESHOLD: f32 = 8.0;
+/// Row padding (elements) of the f16/bf16 tiles: 16 bytes, so that the 8 rows read by one
+/// `ldmatrix` phase start in different banks.
+pub(crate) const PAD_H: usize = 8;
+/// Row stride (f32) of a plane's 16 x 64 staging area: 64 + 4, which with the per-lane
+/// rotated column order makes the softmax loops bank-conflict free.
+pub(crate) const STAGE: usize = BK + 4;
 
 /// Shared memory bytes for a head dim and element size.
 pub(crate) fn shared_bytes(head_dim: usize, elem: usize) -> usize {
     let ds = head_dim + PAD_H;
-    (BQ * ds + 2 * BK * ds + WARPS * 16 * (BK + PAD_H)) * elem
-        + WARPS * 16 * stage_stride(head_dim) * 4
-}
-
-/// Row padding (elements) of the f16/bf16 tiles: 16 bytes, so that the 8 rows read by one
-/// `ldmatrix` phase start in different banks.
-pub(crate) const PAD_H: usize = 8;
-
-/// Row stride (f32 elements) of a plane's staging area: a multiple of 32 plus 4, which
-/// with the per-lane rotated column order makes the softmax loops bank-conflict free.
-pub(crate) fn stage_stride(head_dim: usize) -> usize {
-    head_dim.max(BK) + 4
+    (2 * BK * ds + WARPS * 16 * (BK + PAD_H)) * elem + WARPS * 16 * STAGE * 4
 }
 
 #[cube]
@@ -54,7 +51,7 @@ fn natural_tc(p: u32, permuted: bool, perm: &Array<u32>) -> u32 {
 }
 
 /// Loads `rows` rows (starting at table position `p0`) of a `[tokens, D]` slab into
-/// shared memory `dst` (`rows x D`), zero-filling rows past `tokens`.
+/// shared memory `dst` (`rows x stride`), zero-filling rows past `tokens`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_rows<F: Float, N: Size>(
@@ -71,30 +68,29 @@ fn load_rows<F: Float, N: Size>(
 ) {
     let vn = N::value();
     let dv = comptime!(head_dim / vn);
+    let sv = comptime!(stride / vn);
     let threads = comptime!(WARPS * LANES) as u32;
+    let mut view = dst
+        .slice_mut(0, rows * stride)
+        .into_vectorized()
+        .with_vector_size::<N>();
     for i in range_stepped(UNIT_POS, (rows * dv) as u32, threads) {
         let rr = i / dv as u32;
         let c = i % dv as u32;
         let pp = p0 + rr;
-        let off = rr as usize * stride + c as usize * vn;
+        let off = rr as usize * sv + c as usize;
         if pp < tokens {
             let n = natural_tc(pp, permuted, perm);
-            let vec = src[base_v + n as usize * dv + c as usize];
-            #[unroll]
-            for e in 0..vn {
-                dst[off + e] = vec[e];
-            }
+            view[off] = src[base_v + n as usize * dv + c as usize];
         } else {
-            #[unroll]
-            for e in 0..vn {
-                dst[off + e] = F::cast_from(0.0f32);
-            }
+            view[off] = Vector::<F, N>::new(F::new(0.0));
         }
     }
 }
 
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
+#[cube(launch_unchecked)]
+// The lse store nests a runtime condition inside a comptime one.
+#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
 pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
     q: &Array<Vector<F, N>>,
     k: &Array<Vector<F, N>>,
@@ -120,13 +116,12 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
     let masked_threshold = f32::new(MASKED_THRESHOLD);
     let rescale_threshold = f32::new(RESCALE_THRESHOLD);
     let vn = N::value();
-    let sw = comptime!(stage_stride(head_dim));
     let ds = comptime!(head_dim + PAD_H);
     let ps = comptime!(BK + PAD_H);
     let dtiles = comptime!(head_dim / 16);
     let ktiles = comptime!(BK / 16);
+    let chunks = comptime!(head_dim / BK);
     let half_k = comptime!(BK / 2);
-    let half_d = comptime!(head_dim / 2);
     let threads = comptime!(WARPS * LANES) as u32;
 
     let lane = UNIT_POS_X;
@@ -162,15 +157,30 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
             }
         }
     } else {
-        let mut sq = SharedMemory::<F>::new(BQ * ds);
-        let mut sk = SharedMemory::<F>::new(BK * ds);
-        let mut sv = SharedMemory::<F>::new(BK * ds);
-        let mut sp = SharedMemory::<F>::new(WARPS * 16 * ps);
-        let mut st = SharedMemory::<f32>::new(WARPS * 16 * sw);
+        let mut sk = SharedMemory::<F>::new_aligned(BK * ds, 16usize);
+        let mut sv = SharedMemory::<F>::new_aligned(BK * ds, 16usize);
+        let mut sp = SharedMemory::<F>::new_aligned(WARPS * 16 * ps, 16usize);
+        let mut st = SharedMemory::<f32>::new_aligned(WARPS * 16 * STAGE, 16usize);
 
+        // Q tile through the K buffer into per-plane A fragments (registers).
         load_rows::<F, N>(
-            q, &mut sq, base_v, row0, tokens, permuted, perm, BQ, head_dim, ds,
+            q, &mut sk, base_v, row0, tokens, permuted, perm, BQ, head_dim, ds,
         );
+        sync_cube();
+        let q_off = warp as usize * 16 * ds;
+        let mut qf = Sequence::<cmma::Matrix<F>>::new();
+        #[unroll]
+        for kk in 0..dtiles {
+            qf.push(cmma::Matrix::<F>::from_slice(
+                cmma::MatrixIdent::A,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::RowMajor,
+                &sk.slice(q_off + kk * 16, q_off + kk * 16 + 15 * ds + 16),
+                ds as u32,
+            ));
+        }
 
         let mut acc = Sequence::<cmma::Matrix<f32>>::new();
         #[unroll]
@@ -184,26 +194,21 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                 0.0f32,
             ));
         }
-        let mut sfr = Sequence::<cmma::Matrix<f32>>::new();
-        #[unroll]
-        for _n in 0..ktiles {
-            sfr.push(cmma::Matrix::<f32>::from_value(
-                cmma::MatrixIdent::Accumulator,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::Undefined,
-                0.0f32,
-            ));
-        }
+        let sfr = cmma::Matrix::<f32>::from_value(
+            cmma::MatrixIdent::Accumulator,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::Undefined,
+            0.0f32,
+        );
 
         // Two lanes per row: row `lr` of this plane, half `hf`.
         let lr = lane / 2;
         let hf = lane % 2;
-        let q_off = warp as usize * 16 * ds;
         let p_off = warp as usize * 16 * ps;
-        let s_off = warp as usize * 16 * sw;
-        let srow = s_off + lr as usize * sw;
+        let s_off = warp as usize * 16 * STAGE;
+        let srow = s_off + lr as usize * STAGE;
         let prow = p_off + lr as usize * ps;
         let mut m = masked;
         let mut l = 0.0f32;
@@ -216,28 +221,21 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                 let k0 = kb * block_size as u32 + c * BK as u32;
                 if k0 < tokens {
                     sync_cube();
-                    load_rows::<F, N>(k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim, ds);
-                    load_rows::<F, N>(v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim, ds);
+                    load_rows::<F, N>(
+                        k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
+                    );
+                    load_rows::<F, N>(
+                        v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
+                    );
                     sync_cube();
 
-                    // S = Q K^T (16 x BK per plane).
+                    // S = Q K^T (16 x BK per plane), one 16-key tile at a time so that
+                    // a single accumulator is live.
                     #[unroll]
                     for n in 0..ktiles {
-                        cmma::fill(sfr.index(n), 0.0f32);
-                    }
-                    #[unroll]
-                    for kk in 0..dtiles {
-                        let a = cmma::Matrix::<F>::from_slice(
-                            cmma::MatrixIdent::A,
-                            16usize,
-                            16usize,
-                            16usize,
-                            cmma::MatrixLayout::RowMajor,
-                            &sq.slice(q_off + kk * 16, q_off + kk * 16 + 15 * ds + 16),
-                            ds as u32,
-                        );
+                        cmma::fill(&sfr, 0.0f32);
                         #[unroll]
-                        for n in 0..ktiles {
+                        for kk in 0..dtiles {
                             let kt = n * 16 * ds + kk * 16;
                             let bm = cmma::Matrix::<F>::from_slice(
                                 cmma::MatrixIdent::B,
@@ -248,17 +246,13 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                                 &sk.slice(kt, kt + 15 * ds + 16),
                                 ds as u32,
                             );
-                            let s = sfr.index(n);
-                            cmma::execute::<F, F, f32, f32>(&a, &bm, s, s);
+                            cmma::execute::<F, F, f32, f32>(qf.index(kk), &bm, &sfr, &sfr);
                         }
-                    }
-                    #[unroll]
-                    for n in 0..ktiles {
                         let so = s_off + n * 16;
                         cmma::store(
-                            &mut st.slice_mut(so, so + 15 * sw + 16),
-                            sfr.index(n),
-                            sw as u32,
+                            &mut st.slice_mut(so, so + 15 * STAGE + 16),
+                            &sfr,
+                            STAGE as u32,
                             cmma::MatrixLayout::RowMajor,
                         );
                     }
@@ -266,6 +260,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
 
                     // Online softmax on shared memory.
                     let mut mt = masked;
+                    #[unroll]
                     for cc in 0..half_k {
                         let col = hf as usize * half_k + (cc + lane as usize) % half_k;
                         let kp = k0 + col as u32;
@@ -290,6 +285,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                         m = m_new;
                     }
                     let mut rs = 0.0f32;
+                    #[unroll]
                     for cc in 0..half_k {
                         let col = hf as usize * half_k + (cc + lane as usize) % half_k;
                         let s = st[srow + col];
@@ -304,31 +300,37 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                     l = l * alpha + rs;
 
                     if plane_any(alpha != 1.0f32) {
+                        // Rescale O through the staging area, 64 columns at a time.
                         #[unroll]
-                        for j in 0..dtiles {
-                            let so = s_off + j * 16;
-                            cmma::store(
-                                &mut st.slice_mut(so, so + 15 * sw + 16),
-                                acc.index(j),
-                                sw as u32,
-                                cmma::MatrixLayout::RowMajor,
-                            );
-                        }
-                        sync_plane();
-                        for cc in 0..half_d {
-                            let col = hf as usize * half_d + (cc + lane as usize) % half_d;
-                            st[srow + col] *= alpha;
-                        }
-                        sync_plane();
-                        #[unroll]
-                        for j in 0..dtiles {
-                            let so = s_off + j * 16;
-                            cmma::load_with_layout(
-                                acc.index(j),
-                                &st.slice(so, so + 15 * sw + 16),
-                                sw as u32,
-                                cmma::MatrixLayout::RowMajor,
-                            );
+                        for ch in 0..chunks {
+                            sync_plane();
+                            #[unroll]
+                            for t in 0..ktiles {
+                                let so = s_off + t * 16;
+                                cmma::store(
+                                    &mut st.slice_mut(so, so + 15 * STAGE + 16),
+                                    acc.index(ch * ktiles + t),
+                                    STAGE as u32,
+                                    cmma::MatrixLayout::RowMajor,
+                                );
+                            }
+                            sync_plane();
+                            #[unroll]
+                            for cc in 0..half_k {
+                                let col = hf as usize * half_k + (cc + lane as usize) % half_k;
+                                st[srow + col] *= alpha;
+                            }
+                            sync_plane();
+                            #[unroll]
+                            for t in 0..ktiles {
+                                let so = s_off + t * 16;
+                                cmma::load_with_layout(
+                                    acc.index(ch * ktiles + t),
+                                    &st.slice(so, so + 15 * STAGE + 16),
+                                    STAGE as u32,
+                                    cmma::MatrixLayout::RowMajor,
+                                );
+                            }
                         }
                     }
                     sync_plane();
@@ -365,40 +367,49 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
             }
         }
 
-        // Epilogue: stage O, normalise, scatter rows to their natural positions.
-        sync_plane();
-        #[unroll]
-        for j in 0..dtiles {
-            let so = s_off + j * 16;
-            cmma::store(
-                &mut st.slice_mut(so, so + 15 * sw + 16),
-                acc.index(j),
-                sw as u32,
-                cmma::MatrixLayout::RowMajor,
-            );
-        }
-        sync_plane();
+        // Epilogue: stage O 64 columns at a time, normalise, scatter rows to their
+        // natural positions.
         let pp = row0 + warp * 16 + lr;
-        if pp < tokens {
-            let n = natural_tc(pp, permuted, perm);
-            let has = l > 0.0f32;
-            let mut inv = 0.0f32;
-            if has {
-                inv = 1.0f32 / l;
+        let valid = pp < tokens;
+        let mut n = 0u32;
+        if valid {
+            n = natural_tc(pp, permuted, perm);
+        }
+        let has = l > 0.0f32;
+        let mut inv = 0.0f32;
+        if has {
+            inv = 1.0f32 / l;
+        }
+        let obase = base + n as usize * head_dim;
+        #[unroll]
+        for ch in 0..chunks {
+            sync_plane();
+            #[unroll]
+            for t in 0..ktiles {
+                let so = s_off + t * 16;
+                cmma::store(
+                    &mut st.slice_mut(so, so + 15 * STAGE + 16),
+                    acc.index(ch * ktiles + t),
+                    STAGE as u32,
+                    cmma::MatrixLayout::RowMajor,
+                );
             }
-            let obase = base + n as usize * head_dim;
-            for cc in 0..half_d {
-                let col = hf as usize * half_d + (cc + lane as usize) % half_d;
-                out[obase + col] = F::cast_from(st[srow + col] * inv);
-            }
-            if comptime!(want_lse) {
-                if hf == 0 {
-                    let mut val = neg_inf;
-                    if has {
-                        val = m + f32::ln(l);
-                    }
-                    lse[bh as usize * tokens as usize + n as usize] = val;
+            sync_plane();
+            if valid {
+                #[unroll]
+                for cc in 0..half_k {
+                    let col = hf as usize * half_k + cc;
+                    out[obase + ch * BK + col] = F::cast_from(st[srow + col] * inv);
                 }
+            }
+        }
+        if comptime!(want_lse) {
+            if valid && hf == 0 {
+                let mut val = neg_inf;
+                if has {
+                    val = m + f32::ln(l);
+                }
+                lse[bh as usize * tokens as usize + n as usize] = val;
             }
         }
     }
