@@ -1,0 +1,77 @@
+//! A Linear layer loaded from PyTorch layout.
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
+
+use crate::{Init, Result, Weights};
+
+/// `y = x W + b` with `W` stored as Burn expects (`[in, out]`); the checkpoint holds
+/// PyTorch's `[out, in]` under `<prefix>.weight` and `[out]` under `<prefix>.bias`.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    /// `[in, out]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// Loads `weight` (and `bias` when `bias`) under `w`'s prefix, in the model dtype.
+    pub fn load(w: &Weights<B>, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        Self::load_dtype(w, d_in, d_out, bias, w.dtype())
+    }
+
+    /// As [`Linear::load`] but in `dtype` (e.g. f32 for diffusers' fp32-kept modules).
+    pub fn load_dtype(
+        w: &Weights<B>,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        dtype: DType,
+    ) -> Result<Self> {
+        let init = Init::fan_in(d_in);
+        let weight = w
+            .get_dtype("weight", [d_out, d_in], init, dtype)?
+            .transpose();
+        let bias = if bias {
+            Some(Param::from_tensor(w.get_dtype(
+                "bias",
+                [d_out],
+                init,
+                dtype,
+            )?))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    /// Input features.
+    pub fn d_in(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// Output features.
+    pub fn d_out(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    /// Applies the layer over the last dimension. The input is cast to the weight's
+    /// dtype first (like PyTorch modules kept in another precision).
+    ///
+    /// # Shapes
+    /// `[..., in] -> [..., out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let w = self.weight.val();
+        let x = super::to_dtype(x, w.dtype());
+        let y = x.matmul(w.unsqueeze());
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze(),
+            None => y,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! LayerNorm and RMSNorm computed in f32.
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
+
+use super::to_f32;
+use crate::{Init, Result, Weights};
+
+/// LayerNorm over the last dimension, computed in f32 (diffusers `FP32LayerNorm`;
+/// `nn.LayerNorm` with f32 inputs). Optional affine `weight`/`bias` are kept in f32.
+#[derive(Module, Debug)]
+pub struct LayerNorm32<B: Backend> {
+    /// Scale `[dim]` (`<prefix>.weight`), if affine.
+    pub weight: Option<Param<Tensor<B, 1>>>,
+    /// Shift `[dim]` (`<prefix>.bias`), if affine with bias.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Epsilon added to the variance.
+    pub eps: f64,
+    /// Normalised size.
+    pub dim: usize,
+}
+
+impl<B: Backend> LayerNorm32<B> {
+    /// A LayerNorm without parameters (`elementwise_affine=False`).
+    pub fn plain(dim: usize, eps: f64) -> Self {
+        LayerNorm32 {
+            weight: None,
+            bias: None,
+            eps,
+            dim,
+        }
+    }
+
+    /// Loads `weight` and, if `bias`, `bias` of an affine LayerNorm (kept in f32).
+    pub fn load(w: &Weights<B>, dim: usize, eps: f64, bias: bool) -> Result<Self> {
+        let weight = w.get_f32("weight", [dim], Init::Ones)?;
+        let bias = if bias {
+            Some(Param::from_tensor(w.get_f32("bias", [dim], Init::Zeros)?))
+        } else {
+            None
+        };
+        Ok(LayerNorm32 {
+            weight: Some(Param::from_tensor(weight)),
+            bias,
+            eps,
+            dim,
+        })
+    }
+
+    /// Normalises in f32 and returns f32.
+    ///
+    /// # Shapes
+    /// `[..., dim] -> [..., dim]`.
+    pub fn forward_f32<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let x = to_f32(x);
+        let (var, mean) = x.clone().var_mean_bias(D - 1);
+        let mut y = (x - mean) / (var + self.eps).sqrt();
+        if let Some(w) = &self.weight {
+            y = y * to_f32(w.val()).unsqueeze();
+        }
+        if let Some(b) = &self.bias {
+            y = y + to_f32(b.val()).unsqueeze();
+        }
+        y
+    }
+
+    /// Normalises in f32 and casts back to the input dtype.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        super::to_dtype(self.forward_f32(x), dtype)
+    }
+}
+
+/// RMSNorm over the last dimension with a learned scale (`torch.nn.RMSNorm`, diffusers
+/// `RMSNorm`): `x * rsqrt(mean(x^2) + eps) * weight`, computed in f32 and cast back.
+#[derive(Module, Debug)]
+pub struct RmsNorm32<B: Backend> {
+    /// Scale `[dim]` (`<prefix>.weight`), kept in the model dtype like diffusers.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Epsilon added to the mean square.
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm32<B> {
+    /// Loads `<prefix>.weight` `[dim]`.
+    pub fn load(w: &Weights<B>, dim: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm32 {
+            weight: Param::from_tensor(w.get("weight", [dim], Init::Ones)?),
+            eps,
+        })
+    }
+
+    /// Applies the norm; the result has the input's dtype.
+    ///
+    /// # Shapes
+    /// `[..., dim] -> [..., dim]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let x = to_f32(x);
+        let ms = x.clone().square().mean_dim(D - 1);
+        let y = x * (ms + self.eps).sqrt().recip() * to_f32(self.weight.val()).unsqueeze();
+        if dtype == DType::F32 {
+            y
+        } else {
+            y.cast(dtype)
+        }
+    }
+}
