@@ -230,6 +230,14 @@ fn validate<R: Runtime>(
     Ok(())
 }
 
+/// Tensor-core variant knob: `VDIT_TC_PREFETCH_V=1` keeps V's global loads in flight
+/// during `S = Q K^T` and the softmax (one more cube barrier per tile, more registers).
+/// Read once per process; meant for benchmarking the two variants.
+fn prefetch_v() -> bool {
+    static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FLAG.get_or_init(|| std::env::var("VDIT_TC_PREFETCH_V").is_ok_and(|v| v == "1"))
+}
+
 /// Runs sparse attention for every head of one layer in a single kernel launch.
 ///
 /// Grid: `(ceil(tokens / rows_per_cube), heads, batch)` with 16 rows per cube on the
@@ -310,6 +318,7 @@ pub fn launch<R: Runtime>(
                 block_size,
                 problem.key_padding.is_some(),
                 problem.want_lse,
+                prefetch_v(),
                 dtypes,
             ),
             _ => portable::sparse_attn_portable::launch::<R>(

@@ -52,6 +52,10 @@ fn natural_tc(p: u32, permuted: bool, perm: &Array<u32>) -> u32 {
 
 /// Loads `rows` rows (starting at table position `p0`) of a `[tokens, D]` slab into
 /// shared memory `dst` (`rows x stride`), zero-filling rows past `tokens`.
+///
+/// Fully unrolled and branch-free (rows past the end are clamped, then replaced by zeros
+/// with a select), so every thread issues all of its 16-byte global loads before the
+/// first shared-memory store instead of paying one memory latency per vector.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_rows<F: Float, N: Size>(
@@ -69,22 +73,88 @@ fn load_rows<F: Float, N: Size>(
     let vn = N::value();
     let dv = comptime!(head_dim / vn);
     let sv = comptime!(stride / vn);
-    let threads = comptime!(WARPS * LANES) as u32;
+    let threads = comptime!(WARPS * LANES);
+    let per_thread = comptime!(rows * dv / threads);
+    let zero = Vector::<F, N>::new(F::new(0.0));
     let mut view = dst
         .slice_mut(0, rows * stride)
         .into_vectorized()
         .with_vector_size::<N>();
-    for i in range_stepped(UNIT_POS, (rows * dv) as u32, threads) {
+    #[unroll]
+    for j in 0..per_thread {
+        let i = UNIT_POS + (j * threads) as u32;
         let rr = i / dv as u32;
         let c = i % dv as u32;
         let pp = p0 + rr;
-        let off = rr as usize * sv + c as usize;
-        if pp < tokens {
-            let n = natural_tc(pp, permuted, perm);
-            view[off] = src[base_v + n as usize * dv + c as usize];
-        } else {
-            view[off] = Vector::<F, N>::new(F::new(0.0));
-        }
+        let inside = pp < tokens;
+        let pc = select(inside, pp, tokens - 1);
+        let pn = perm[select(permuted, pc, 0u32) as usize];
+        let n = select(permuted, pn, pc);
+        let val = src[base_v + n as usize * dv + c as usize];
+        view[rr as usize * sv + c as usize] = select(inside, val, zero);
+    }
+}
+
+/// Issues the global loads of [`load_rows`] into registers (one vector per slot) without
+/// storing them, so their latency overlaps the following computation.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn fetch_rows<F: Float, N: Size>(
+    src: &Array<Vector<F, N>>,
+    base_v: usize,
+    p0: u32,
+    tokens: u32,
+    permuted: bool,
+    perm: &Array<u32>,
+    #[comptime] rows: usize,
+    #[comptime] head_dim: usize,
+) -> Sequence<Vector<F, N>> {
+    let vn = N::value();
+    let dv = comptime!(head_dim / vn);
+    let threads = comptime!(WARPS * LANES);
+    let per_thread = comptime!(rows * dv / threads);
+    let zero = Vector::<F, N>::new(F::new(0.0));
+    let mut regs = Sequence::<Vector<F, N>>::new();
+    #[unroll]
+    for j in 0..per_thread {
+        let i = UNIT_POS + (j * threads) as u32;
+        let rr = i / dv as u32;
+        let c = i % dv as u32;
+        let pp = p0 + rr;
+        let inside = pp < tokens;
+        let pc = select(inside, pp, tokens - 1);
+        let pn = perm[select(permuted, pc, 0u32) as usize];
+        let n = select(permuted, pn, pc);
+        let val = src[base_v + n as usize * dv + c as usize];
+        regs.push(select(inside, val, zero));
+    }
+    regs
+}
+
+/// Stores what [`fetch_rows`] loaded into shared memory (`rows x stride`).
+#[cube]
+fn store_rows<F: Float, N: Size>(
+    regs: &Sequence<Vector<F, N>>,
+    dst: &mut SharedMemory<F>,
+    #[comptime] rows: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] stride: usize,
+) {
+    let vn = N::value();
+    let dv = comptime!(head_dim / vn);
+    let sv = comptime!(stride / vn);
+    let threads = comptime!(WARPS * LANES);
+    let per_thread = comptime!(rows * dv / threads);
+    let mut view = dst
+        .slice_mut(0, rows * stride)
+        .into_vectorized()
+        .with_vector_size::<N>();
+    #[unroll]
+    for j in 0..per_thread {
+        let i = UNIT_POS + (j * threads) as u32;
+        let rr = i / dv as u32;
+        let c = i % dv as u32;
+        view[rr as usize * sv + c as usize] = *regs.index(j);
     }
 }
 
@@ -110,6 +180,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
     #[comptime] block_size: usize,
     #[comptime] has_mask: bool,
     #[comptime] want_lse: bool,
+    #[comptime] prefetch_v: bool,
     #[define(F, M)] _dtypes: [StorageType; 2],
 ) {
     let masked = f32::new(MASKED);
@@ -224,9 +295,15 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                     load_rows::<F, N>(
                         k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
                     );
-                    load_rows::<F, N>(
-                        v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
-                    );
+                    // With `prefetch_v`, V's loads stay in flight during S and the softmax.
+                    let vrows = comptime!(if prefetch_v { BK } else { 0 });
+                    let vregs =
+                        fetch_rows::<F, N>(v, base_v, k0, tokens, permuted, perm, vrows, head_dim);
+                    if comptime!(!prefetch_v) {
+                        load_rows::<F, N>(
+                            v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
+                        );
+                    }
                     sync_cube();
 
                     // S = Q K^T (16 x BK per plane), one 16-key tile at a time so that
@@ -332,6 +409,10 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                                 );
                             }
                         }
+                    }
+                    if comptime!(prefetch_v) {
+                        store_rows::<F, N>(&vregs, &mut sv, BK, head_dim, ds);
+                        sync_cube();
                     }
                     sync_plane();
 
