@@ -87,10 +87,11 @@ fn tc_unavailable<R: Runtime>(
     if !p.head_dim.is_multiple_of(tensor_core::BK) {
         return Some(format!("head_dim {} is not a multiple of 64", p.head_dim));
     }
-    if !block_size.is_multiple_of(tensor_core::BQ) {
+    let warps = tc_warps(block_size);
+    if !block_size.is_multiple_of(warps * tensor_core::ROWS_PER_PLANE) {
         return Some(format!("block size {block_size} is not a multiple of 64"));
     }
-    let smem = tensor_core::shared_bytes(p.head_dim, p.dtype.size());
+    let smem = tensor_core::shared_bytes(p.head_dim, p.dtype.size(), warps);
     if p.head_dim > 256 || smem > hw.max_shared_memory_size {
         return Some(format!(
             "head_dim {} needs {smem} bytes of shared memory",
@@ -238,6 +239,21 @@ fn prefetch_v() -> bool {
     *FLAG.get_or_init(|| std::env::var("VDIT_TC_PREFETCH_V").is_ok_and(|v| v == "1"))
 }
 
+/// Tensor-core variant knob: `VDIT_TC_WARPS=8` runs 128 query rows per cube (8 planes)
+/// when the block size allows it; the default is 4 planes (64 rows).
+fn tc_warps(block_size: usize) -> usize {
+    static FLAG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let w = *FLAG.get_or_init(|| match std::env::var("VDIT_TC_WARPS").as_deref() {
+        Ok("8") => 8,
+        _ => tensor_core::WARPS,
+    });
+    if block_size.is_multiple_of(w * tensor_core::ROWS_PER_PLANE) {
+        w
+    } else {
+        tensor_core::WARPS
+    }
+}
+
 /// Runs sparse attention for every head of one layer in a single kernel launch.
 ///
 /// Grid: `(ceil(tokens / rows_per_cube), heads, batch)` with 16 rows per cube on the
@@ -259,7 +275,7 @@ pub fn launch<R: Runtime>(
     };
     let path = select_path(client, problem, block_size)?;
     let rows = match path {
-        KernelPath::TensorCore => tensor_core::BQ,
+        KernelPath::TensorCore => tc_warps(block_size) * tensor_core::ROWS_PER_PLANE,
         _ => portable::TQ,
     };
     let tiles = problem.tokens.div_ceil(rows);
@@ -298,7 +314,7 @@ pub fn launch<R: Runtime>(
             KernelPath::TensorCore => tensor_core::sparse_attn_tc::launch_unchecked::<R>(
                 client,
                 count,
-                CubeDim::new_2d(tensor_core::LANES as u32, tensor_core::WARPS as u32),
+                CubeDim::new_2d(tensor_core::LANES as u32, tc_warps(block_size) as u32),
                 8,
                 arr(bufs.q, n),
                 arr(bufs.k, n),
@@ -319,6 +335,7 @@ pub fn launch<R: Runtime>(
                 problem.key_padding.is_some(),
                 problem.want_lse,
                 prefetch_v(),
+                tc_warps(block_size),
                 dtypes,
             ),
             _ => portable::sparse_attn_portable::launch::<R>(

@@ -1,7 +1,8 @@
 //! Tensor-core kernel (`cmma` 16x16x16, f16/bf16 in, f32 accumulate). Needs plane
 //! operations and 32-lane planes (CUDA); head dims that are multiples of 64.
 //!
-//! One cube = 64 query rows (4 planes x 16 rows) of one (batch, head); `CubeDim = (32, 4)`.
+//! One cube = 16 query rows per plane (4 planes by default: 64 rows, `CubeDim = (32, 4)`;
+//! 8 planes as a variant) of one (batch, head).
 //! The plane's Q rows live in registers as cmma A fragments for the whole key loop. Per
 //! 64-key tile: K and V are staged in shared memory (16-byte global loads and shared
 //! stores, rows gathered through the permutation, rows padded by 16 bytes against bank
@@ -13,16 +14,17 @@
 //! only moves when the tile max exceeds it by more than [`RESCALE_THRESHOLD`], so
 //! `P <= e^8` and the accumulator round trip through shared memory (cmma fragments are
 //! opaque) is rare; the final normalisation uses the same max, so the result is exact up
-//! to rounding. Launched unchecked: `crate::launch` validates every buffer length first.
+//! to rounding. Launched unchecked (`crate::launch` validates every buffer length first)
+//! with fast `exp`/`ln` (every argument is finite: masked scores use a finite sentinel).
 
 use super::{MASKED, MASKED_THRESHOLD};
 use cubecl::prelude::*;
 
-/// Query rows per cube.
-pub(crate) const BQ: usize = 64;
+/// Query rows per plane (one cmma M tile).
+pub(crate) const ROWS_PER_PLANE: usize = 16;
 /// Keys per shared-memory tile.
 pub(crate) const BK: usize = 64;
-/// Planes per cube.
+/// Default planes per cube (64 query rows); 8 planes (128 rows) is a variant.
 pub(crate) const WARPS: usize = 4;
 /// Lanes per plane this kernel assumes.
 pub(crate) const LANES: usize = 32;
@@ -36,9 +38,10 @@ pub(crate) const PAD_H: usize = 8;
 pub(crate) const STAGE: usize = BK + 4;
 
 /// Shared memory bytes for a head dim and element size.
-pub(crate) fn shared_bytes(head_dim: usize, elem: usize) -> usize {
+pub(crate) fn shared_bytes(head_dim: usize, elem: usize, warps: usize) -> usize {
     let ds = head_dim + PAD_H;
-    (2 * BK * ds + WARPS * 16 * (BK + PAD_H)) * elem + WARPS * 16 * STAGE * 4
+    let k_rows = BK.max(warps * ROWS_PER_PLANE);
+    ((k_rows + BK) * ds + warps * 16 * (BK + PAD_H)) * elem + warps * 16 * STAGE * 4
 }
 
 #[cube]
@@ -69,11 +72,11 @@ fn load_rows<F: Float, N: Size>(
     #[comptime] rows: usize,
     #[comptime] head_dim: usize,
     #[comptime] stride: usize,
+    #[comptime] threads: usize,
 ) {
     let vn = N::value();
     let dv = comptime!(head_dim / vn);
     let sv = comptime!(stride / vn);
-    let threads = comptime!(WARPS * LANES);
     let per_thread = comptime!(rows * dv / threads);
     let zero = Vector::<F, N>::new(F::new(0.0));
     let mut view = dst
@@ -108,10 +111,10 @@ fn fetch_rows<F: Float, N: Size>(
     perm: &Array<u32>,
     #[comptime] rows: usize,
     #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
 ) -> Sequence<Vector<F, N>> {
     let vn = N::value();
     let dv = comptime!(head_dim / vn);
-    let threads = comptime!(WARPS * LANES);
     let per_thread = comptime!(rows * dv / threads);
     let zero = Vector::<F, N>::new(F::new(0.0));
     let mut regs = Sequence::<Vector<F, N>>::new();
@@ -139,11 +142,11 @@ fn store_rows<F: Float, N: Size>(
     #[comptime] rows: usize,
     #[comptime] head_dim: usize,
     #[comptime] stride: usize,
+    #[comptime] threads: usize,
 ) {
     let vn = N::value();
     let dv = comptime!(head_dim / vn);
     let sv = comptime!(stride / vn);
-    let threads = comptime!(WARPS * LANES);
     let per_thread = comptime!(rows * dv / threads);
     let mut view = dst
         .slice_mut(0, rows * stride)
@@ -158,7 +161,10 @@ fn store_rows<F: Float, N: Size>(
     }
 }
 
-#[cube(launch_unchecked)]
+#[cube(
+    launch_unchecked,
+    fast_math = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf
+)]
 // The lse store nests a runtime condition inside a comptime one.
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
 pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
@@ -181,6 +187,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
     #[comptime] has_mask: bool,
     #[comptime] want_lse: bool,
     #[comptime] prefetch_v: bool,
+    #[comptime] warps: usize,
     #[define(F, M)] _dtypes: [StorageType; 2],
 ) {
     let masked = f32::new(MASKED);
@@ -193,13 +200,16 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
     let ktiles = comptime!(BK / 16);
     let chunks = comptime!(head_dim / BK);
     let half_k = comptime!(BK / 2);
-    let threads = comptime!(WARPS * LANES) as u32;
+    let nthreads = comptime!(warps * LANES);
+    let threads = nthreads as u32;
+    let bq = comptime!(warps * ROWS_PER_PLANE);
+    let k_rows = comptime!(if bq > BK { bq } else { BK });
 
     let lane = UNIT_POS_X;
     let warp = UNIT_POS_Y;
     let h = CUBE_POS_Y;
     let b = CUBE_POS_Z;
-    let row0 = CUBE_POS_X * BQ as u32;
+    let row0 = CUBE_POS_X * bq as u32;
     let qb = row0 / block_size as u32;
 
     let info = h as usize * 4;
@@ -212,7 +222,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
     let base_v = base / vn;
 
     if kind == 0 {
-        for i in range_stepped(UNIT_POS, (BQ * head_dim) as u32, threads) {
+        for i in range_stepped(UNIT_POS, (bq * head_dim) as u32, threads) {
             let pp = row0 + i / head_dim as u32;
             if pp < tokens {
                 let n = natural_tc(pp, permuted, perm);
@@ -222,20 +232,20 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
         }
         if comptime!(want_lse) {
             let pp = row0 + UNIT_POS;
-            if UNIT_POS < BQ as u32 && pp < tokens {
+            if UNIT_POS < bq as u32 && pp < tokens {
                 let n = natural_tc(pp, permuted, perm);
                 lse[bh as usize * tokens as usize + n as usize] = neg_inf;
             }
         }
     } else {
-        let mut sk = SharedMemory::<F>::new_aligned(BK * ds, 16usize);
+        let mut sk = SharedMemory::<F>::new_aligned(k_rows * ds, 16usize);
         let mut sv = SharedMemory::<F>::new_aligned(BK * ds, 16usize);
-        let mut sp = SharedMemory::<F>::new_aligned(WARPS * 16 * ps, 16usize);
-        let mut st = SharedMemory::<f32>::new_aligned(WARPS * 16 * STAGE, 16usize);
+        let mut sp = SharedMemory::<F>::new_aligned(warps * 16 * ps, 16usize);
+        let mut st = SharedMemory::<f32>::new_aligned(warps * 16 * STAGE, 16usize);
 
         // Q tile through the K buffer into per-plane A fragments (registers).
         load_rows::<F, N>(
-            q, &mut sk, base_v, row0, tokens, permuted, perm, BQ, head_dim, ds,
+            q, &mut sk, base_v, row0, tokens, permuted, perm, bq, head_dim, ds, nthreads,
         );
         sync_cube();
         let q_off = warp as usize * 16 * ds;
@@ -293,15 +303,17 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                 if k0 < tokens {
                     sync_cube();
                     load_rows::<F, N>(
-                        k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
+                        k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim, ds, nthreads,
                     );
                     // With `prefetch_v`, V's loads stay in flight during S and the softmax.
                     let vrows = comptime!(if prefetch_v { BK } else { 0 });
-                    let vregs =
-                        fetch_rows::<F, N>(v, base_v, k0, tokens, permuted, perm, vrows, head_dim);
+                    let vregs = fetch_rows::<F, N>(
+                        v, base_v, k0, tokens, permuted, perm, vrows, head_dim, nthreads,
+                    );
                     if comptime!(!prefetch_v) {
                         load_rows::<F, N>(
                             v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
+                            nthreads,
                         );
                     }
                     sync_cube();
@@ -411,7 +423,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                         }
                     }
                     if comptime!(prefetch_v) {
-                        store_rows::<F, N>(&vregs, &mut sv, BK, head_dim, ds);
+                        store_rows::<F, N>(&vregs, &mut sv, BK, head_dim, ds, nthreads);
                         sync_cube();
                     }
                     sync_plane();
