@@ -1,0 +1,118 @@
+//! Candidate evaluation: run every candidate on the CPU block-sparse path and measure
+//! its error against dense attention, normalised by the layer's dense output energy.
+
+use vdit_attention::cpu::{Dims, sparse_attention};
+use vdit_patterns::{CompiledLayer, Pattern, TableCache, VideoLayout};
+
+use crate::{LayerQkv, SearchError};
+
+/// Dense attention output of every head, `[heads, tokens, head_dim]`.
+pub fn dense_output(
+    qkv: &LayerQkv,
+    layout: &VideoLayout,
+    block_size: usize,
+) -> Result<Vec<f32>, SearchError> {
+    let layer = CompiledLayer::compile(&vec![Pattern::Dense; qkv.heads], layout, block_size)?;
+    Ok(run(qkv, &layer))
+}
+
+fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Vec<f32> {
+    let dims = Dims {
+        batch: 1,
+        heads: qkv.heads,
+        tokens: qkv.tokens,
+        head_dim: qkv.head_dim,
+    };
+    let scale = 1.0 / (qkv.head_dim as f32).sqrt();
+    sparse_attention(&qkv.q, &qkv.k, &qkv.v, dims, layer, scale, None).out
+}
+
+/// Errors of one layer's candidates on one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerErrors {
+    /// Mean square of each head's dense output (over tokens and head_dim).
+    pub head_energy: Vec<f64>,
+    /// Mean of `head_energy` over the heads: the normaliser.
+    pub layer_energy: f64,
+    /// `errors[h][c]`: `MSE(O_c, O_dense)` of head `h` under its candidate `c`, divided
+    /// by `layer_energy`. A skipped head's error is its own energy over the layer's.
+    pub errors: Vec<Vec<f64>>,
+}
+
+/// Normalised error, scale-free: MSE over the head's `tokens x head_dim` outputs,
+/// divided by the mean energy of the layer's dense output over all heads. One epsilon
+/// then means the same on every model and layer, and a head that contributes little to
+/// its layer can be skipped even though its own relative error would be 100%.
+///
+/// A layer whose dense output is exactly zero gives error 0 to candidates that are
+/// also zero and a huge error to any other.
+pub fn normalised(mse: f64, layer_energy: f64) -> f64 {
+    mse / layer_energy.max(f64::MIN_POSITIVE)
+}
+
+/// Evaluates `candidates[h]` (the candidate patterns of head `h`) on one input.
+///
+/// Candidates are run slot by slot: slot `j` runs candidate `j` of every head in one
+/// multi-head call (heads with fewer candidates are skipped in that slot), so rayon
+/// parallelism spans heads and query blocks. Skip candidates are not run: their error
+/// is the head's energy.
+pub fn candidate_errors(
+    qkv: &LayerQkv,
+    layout: &VideoLayout,
+    block_size: usize,
+    dense: &[f32],
+    candidates: &[Vec<Pattern>],
+    cache: &mut TableCache,
+) -> Result<LayerErrors, SearchError> {
+    let (h_n, n, d) = (qkv.heads, qkv.tokens, qkv.head_dim);
+    let per_head = n * d;
+    let head_energy: Vec<f64> = (0..h_n)
+        .map(|h| {
+            dense[h * per_head..(h + 1) * per_head]
+                .iter()
+                .map(|x| (*x as f64) * (*x as f64))
+                .sum::<f64>()
+                / per_head as f64
+        })
+        .collect();
+    let layer_energy = head_energy.iter().sum::<f64>() / h_n as f64;
+    let mut errors: Vec<Vec<f64>> = candidates.iter().map(|c| vec![f64::NAN; c.len()]).collect();
+    let slots = candidates.iter().map(Vec::len).max().unwrap_or(0);
+    for j in 0..slots {
+        let patterns: Vec<Pattern> = candidates
+            .iter()
+            .map(|c| c.get(j).cloned().unwrap_or(Pattern::Skip))
+            .collect();
+        for (h, p) in patterns.iter().enumerate() {
+            if j < candidates[h].len() && matches!(p, Pattern::Skip) {
+                errors[h][j] = normalised(head_energy[h], layer_energy);
+            }
+        }
+        if patterns.iter().all(|p| matches!(p, Pattern::Skip)) {
+            continue;
+        }
+        let layer = CompiledLayer::compile_cached(&patterns, layout, block_size, cache)?;
+        let out = run(qkv, &layer);
+        for (h, p) in patterns.iter().enumerate() {
+            if j >= candidates[h].len() || matches!(p, Pattern::Skip) {
+                continue;
+            }
+            let range = h * per_head..(h + 1) * per_head;
+            let mse = out[range.clone()]
+                .iter()
+                .zip(&dense[range])
+                .map(|(a, b)| {
+                    let e = (*a as f64) - (*b as f64);
+                    e * e
+                })
+                .sum::<f64>()
+                / per_head as f64;
+            errors[h][j] = normalised(mse, layer_energy);
+        }
+    }
+    Ok(LayerErrors {
+        head_energy,
+        layer_energy,
+        errors,
+    })
+}
