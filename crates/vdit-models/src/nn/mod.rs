@@ -6,15 +6,18 @@
 //!   `FP32LayerNorm`, `torch.nn.RMSNorm`), with or without affine parameters.
 //! - [`timestep_embedding`] / [`TimestepEmbedding`]: diffusers `get_timestep_embedding`
 //!   (`flip_sin_to_cos`, `downscale_freq_shift`) and the `linear_1 -> SiLU -> linear_2` MLP.
+//! - [`FeedForward`]: diffusers `FeedForward` (`net.0.proj`, `net.2`).
 //! - [`gelu_tanh`], [`silu`]: activations.
 //! - [`rope`]: 3D rotary position embedding tables and the interleaved (GPT-J) rotation.
 
 mod embeddings;
+mod feed_forward;
 mod linear;
 mod norm;
 pub mod rope;
 
 pub use embeddings::{TimestepEmbedding, timestep_embedding, timestep_embedding_host};
+pub use feed_forward::{FeedForward, FfActivation};
 pub use linear::Linear;
 pub use norm::{LayerNorm32, RmsNorm32};
 
