@@ -146,7 +146,9 @@ pub fn attention<B: SparseAttentionBackend>(
         )));
     }
     if head_dim == 0 || batch == 0 || heads == 0 {
-        return Err(AttentionError::Shape(format!("empty dimension in {dims:?}")));
+        return Err(AttentionError::Shape(format!(
+            "empty dimension in {dims:?}"
+        )));
     }
     if let Some(p) = &options.key_padding
         && p.dims() != [batch, tokens]
@@ -173,7 +175,9 @@ pub fn attention<B: SparseAttentionBackend>(
     }
     let simple = options.key_padding.is_none() && !options.want_lse;
     match layer {
-        Some(layer) if !(layer.is_dense() && simple) => B::sparse_attention(q, k, v, layer, options),
+        Some(layer) if !(layer.is_dense() && simple) => {
+            B::sparse_attention(q, k, v, layer, options)
+        }
         None if !simple => {
             let dense = PreparedLayer::dense(heads, layout, 64)?;
             B::sparse_attention(q, k, v, &dense, options)

@@ -140,7 +140,10 @@ impl AttentionContext {
     }
 
     /// Sparse attention following `plan`, which must be compiled for `layout`.
-    pub fn with_plan(layout: VideoLayout, plan: Arc<AttentionPlan>) -> Result<Self, AttentionError> {
+    pub fn with_plan(
+        layout: VideoLayout,
+        plan: Arc<AttentionPlan>,
+    ) -> Result<Self, AttentionError> {
         if plan.layout != layout {
             return Err(AttentionError::Plan(format!(
                 "plan compiled for layout {:?}, the model runs at {layout:?}",

@@ -57,7 +57,10 @@ pub fn sparse_attention(
         head_dim: d,
     } = dims;
     let len = batch * heads * n * d;
-    assert!(q.len() == len && k.len() == len && v.len() == len, "q/k/v length");
+    assert!(
+        q.len() == len && k.len() == len && v.len() == len,
+        "q/k/v length"
+    );
     assert_eq!(layer.heads(), heads, "head count");
     if let Some(t) = layer.tables().first() {
         assert_eq!(t.tokens(), n, "token count");
@@ -83,7 +86,11 @@ pub fn sparse_attention(
             };
             let table = &layer.tables()[ti];
             let pad = key_padding.map(|kp| &kp[b * n..(b + 1) * n]);
-            let (qh, kh, vh) = (&q[base..base + n * d], &k[base..base + n * d], &v[base..base + n * d]);
+            let (qh, kh, vh) = (
+                &q[base..base + n * d],
+                &k[base..base + n * d],
+                &v[base..base + n * d],
+            );
             // Work in the table's order: gather rows once if it is a permutation.
             let gathered;
             let pad_gathered;
@@ -91,7 +98,8 @@ pub fn sparse_attention(
                 None => (qh, kh, vh, pad),
                 Some(perm) => {
                     gathered = [qh, kh, vh].map(|x| gather_rows(x, perm, d));
-                    pad_gathered = pad.map(|p| perm.iter().map(|&i| p[i as usize]).collect::<Vec<_>>());
+                    pad_gathered =
+                        pad.map(|p| perm.iter().map(|&i| p[i as usize]).collect::<Vec<_>>());
                     (
                         &gathered[0][..],
                         &gathered[1][..],
@@ -212,7 +220,9 @@ impl FlashRows {
             let l = self.sum[r];
             if l > 0.0 {
                 let inv = 1.0 / l;
-                self.acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= inv);
+                self.acc[r * d..(r + 1) * d]
+                    .iter_mut()
+                    .for_each(|a| *a *= inv);
                 lse.push(self.max[r] + l.ln());
             } else {
                 lse.push(f32::NEG_INFINITY);

@@ -40,7 +40,11 @@ impl PreparedLayer {
     }
 
     /// A layer where all `heads` are dense.
-    pub fn dense(heads: usize, layout: &VideoLayout, block_size: usize) -> Result<Self, AttentionError> {
+    pub fn dense(
+        heads: usize,
+        layout: &VideoLayout,
+        block_size: usize,
+    ) -> Result<Self, AttentionError> {
         Self::new(&vec![Pattern::Dense; heads], layout, block_size)
     }
 
