@@ -1,9 +1,9 @@
-//! Validation, path selection and the single launch per layer.
+//! The single launch per layer.
 
 use crate::kernel::{portable, tensor_core};
-use crate::{AttnDtype, DeviceLayer, KernelError, KernelPath, SparseAttention};
-use cubecl::features::{MmaConfig, Plane};
-use cubecl::ir::{ElemType, FloatKind};
+use crate::path::{prefetch_v, select_path, tc_warps};
+use crate::validate::validate;
+use crate::{DeviceLayer, KernelError, KernelPath, SparseAttention};
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use std::cell::Cell;
@@ -51,213 +51,12 @@ pub struct LaunchInfo {
     pub launches: u32,
 }
 
-fn tc_unavailable<R: Runtime>(
-    client: &ComputeClient<R>,
-    p: &SparseAttention,
-    block_size: usize,
-) -> Option<String> {
-    let kind = match p.dtype {
-        AttnDtype::F16 => FloatKind::F16,
-        AttnDtype::BF16 => FloatKind::BF16,
-        AttnDtype::F32 => return Some("tensor cores need f16 or bf16 inputs".into()),
-    };
-    let ab = ElemType::Float(kind).into();
-    let cfg = MmaConfig {
-        a_type: ab,
-        b_type: ab,
-        cd_type: ElemType::Float(FloatKind::F32).into(),
-        m: 16,
-        n: 16,
-        k: 16,
-    };
-    let f = client.features();
-    if !f.matmul.cmma.contains(&cfg) {
-        return Some(format!("no cmma 16x16x16 {} -> f32", p.dtype.name()));
-    }
-    if !f.plane.contains(Plane::Ops) {
-        return Some("no plane operations".into());
-    }
-    let hw = &client.properties().hardware;
-    if hw.plane_size_min != 32 || hw.plane_size_max != 32 {
-        return Some(format!(
-            "plane size {}..{} is not 32",
-            hw.plane_size_min, hw.plane_size_max
-        ));
-    }
-    if !p.head_dim.is_multiple_of(tensor_core::BK) {
-        return Some(format!("head_dim {} is not a multiple of 64", p.head_dim));
-    }
-    let warps = tc_warps(block_size);
-    if !block_size.is_multiple_of(warps * tensor_core::ROWS_PER_PLANE) {
-        return Some(format!("block size {block_size} is not a multiple of 64"));
-    }
-    let smem = tensor_core::shared_bytes(p.head_dim, p.dtype.size(), warps);
-    if p.head_dim > 256 || smem > hw.max_shared_memory_size {
-        return Some(format!(
-            "head_dim {} needs {smem} bytes of shared memory",
-            p.head_dim
-        ));
-    }
-    None
-}
-
-fn portable_unavailable<R: Runtime>(
-    client: &ComputeClient<R>,
-    p: &SparseAttention,
-    block_size: usize,
-) -> Option<String> {
-    let tk = portable::tile_k(block_size);
-    let smem = 4 * (portable::TQ * p.head_dim + tk * p.head_dim + portable::TQ * tk);
-    let max = client.properties().hardware.max_shared_memory_size;
-    if smem > max {
-        return Some(format!(
-            "head_dim {} needs {smem} bytes of shared memory, device has {max}",
-            p.head_dim
-        ));
-    }
-    None
-}
-
-/// The path [`launch`] would take for this problem on this client.
-pub fn select_path<R: Runtime>(
-    client: &ComputeClient<R>,
-    problem: &SparseAttention,
-    block_size: usize,
-) -> Result<KernelPath, KernelError> {
-    match problem.path {
-        KernelPath::TensorCore => match tc_unavailable(client, problem, block_size) {
-            None => Ok(KernelPath::TensorCore),
-            Some(reason) => Err(KernelError::Path {
-                path: "tensor_core",
-                reason,
-            }),
-        },
-        KernelPath::Portable => match portable_unavailable(client, problem, block_size) {
-            None => Ok(KernelPath::Portable),
-            Some(reason) => Err(KernelError::HeadDim {
-                head_dim: problem.head_dim,
-                reason,
-            }),
-        },
-        KernelPath::Auto => {
-            if tc_unavailable(client, problem, block_size).is_none() {
-                Ok(KernelPath::TensorCore)
-            } else {
-                select_path(
-                    client,
-                    &problem.clone().with_path(KernelPath::Portable),
-                    block_size,
-                )
-            }
-        }
-    }
-}
-
-fn check_buffer(name: &'static str, h: &Handle, needed: usize) -> Result<(), KernelError> {
-    let got = h.size_in_used();
-    if got < needed as u64 {
-        return Err(KernelError::Buffer {
-            name,
-            needed: needed as u64,
-            got,
-        });
-    }
-    Ok(())
-}
-
-fn validate<R: Runtime>(
-    client: &ComputeClient<R>,
-    layer: &DeviceLayer<R>,
-    p: &SparseAttention,
-    bufs: &AttentionBuffers<'_>,
-) -> Result<(), KernelError> {
-    p.validate()?;
-    if p.heads != layer.meta.heads {
-        return Err(KernelError::Shape {
-            field: "heads",
-            expected: layer.meta.heads,
-            got: p.heads,
-        });
-    }
-    if layer.meta.tokens != 0 && p.tokens != layer.meta.tokens {
-        return Err(KernelError::Shape {
-            field: "tokens",
-            expected: layer.meta.tokens,
-            got: p.tokens,
-        });
-    }
-    let f = client.features();
-    if !f.supports_type(p.dtype.storage()) {
-        return Err(KernelError::Dtype {
-            dtype: p.dtype.name(),
-            reason: "the device cannot store it".into(),
-        });
-    }
-    let bytes = p.qkv_elems() * p.dtype.size();
-    for (name, h) in [
-        ("q", bufs.q),
-        ("k", bufs.k),
-        ("v", bufs.v),
-        ("out", bufs.out),
-    ] {
-        check_buffer(name, h, bytes)?;
-    }
-    match (p.key_padding, bufs.key_padding) {
-        (Some(dt), Some(h)) => {
-            if !f.supports_type(dt.storage()) {
-                return Err(KernelError::Dtype {
-                    dtype: "mask",
-                    reason: format!("{dt:?} masks are not supported here"),
-                });
-            }
-            check_buffer("key_padding", h, p.batch * p.tokens * dt.size())?;
-        }
-        (None, None) => {}
-        _ => {
-            return Err(KernelError::Option(
-                "key_padding buffer and problem.key_padding disagree".into(),
-            ));
-        }
-    }
-    match (p.want_lse, bufs.lse) {
-        (true, Some(h)) => check_buffer("lse", h, p.batch * p.heads * p.tokens * 4)?,
-        (false, None) => {}
-        _ => {
-            return Err(KernelError::Option(
-                "lse buffer and problem.want_lse disagree".into(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Tensor-core variant knob: `VDIT_TC_PREFETCH_V=1` keeps V's global loads in flight
-/// during `S = Q K^T` and the softmax (one more cube barrier per tile, more registers).
-/// Read once per process; meant for benchmarking the two variants.
-fn prefetch_v() -> bool {
-    static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FLAG.get_or_init(|| std::env::var("VDIT_TC_PREFETCH_V").is_ok_and(|v| v == "1"))
-}
-
-/// Tensor-core variant knob: `VDIT_TC_WARPS=8` runs 128 query rows per cube (8 planes)
-/// when the block size allows it; the default is 4 planes (64 rows).
-fn tc_warps(block_size: usize) -> usize {
-    static FLAG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let w = *FLAG.get_or_init(|| match std::env::var("VDIT_TC_WARPS").as_deref() {
-        Ok("8") => 8,
-        _ => tensor_core::WARPS,
-    });
-    if block_size.is_multiple_of(w * tensor_core::ROWS_PER_PLANE) {
-        w
-    } else {
-        tensor_core::WARPS
-    }
-}
-
 /// Runs sparse attention for every head of one layer in a single kernel launch.
 ///
 /// Grid: `(ceil(tokens / rows_per_cube), heads, batch)` with 16 rows per cube on the
-/// portable path and 64 on the tensor-core path. The launch is asynchronous (errors from
+/// portable path and 64 (128 with `VDIT_TC_WARPS=8`) on the tensor-core path; under
+/// [`KernelPath::Auto`] a tensor-core choice falls back to the portable kernel when q/k/v
+/// do not start 16-byte aligned. The launch is asynchronous (errors from
 /// the device surface at the next sync/read). Bad input returns a [`KernelError`] and
 /// launches nothing.
 pub fn launch<R: Runtime>(
@@ -273,7 +72,23 @@ pub fn launch<R: Runtime>(
     } else {
         layer.meta.block_size
     };
-    let path = select_path(client, problem, block_size)?;
+    let mut path = select_path(client, problem, block_size)?;
+    // The tensor-core kernel reads q/k/v with 16-byte vector loads.
+    let aligned = [bufs.q, bufs.k, bufs.v]
+        .iter()
+        .all(|h| h.offset_start.unwrap_or(0) % 16 == 0);
+    if path == KernelPath::TensorCore && !aligned {
+        if problem.path == KernelPath::TensorCore {
+            return Err(KernelError::Option(
+                "the tensor-core path needs q/k/v handles that start 16-byte aligned".into(),
+            ));
+        }
+        path = select_path(
+            client,
+            &problem.clone().with_path(KernelPath::Portable),
+            block_size,
+        )?;
+    }
     let rows = match path {
         KernelPath::TensorCore => tc_warps(block_size) * tensor_core::ROWS_PER_PLANE,
         _ => portable::TQ,

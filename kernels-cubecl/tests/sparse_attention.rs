@@ -31,7 +31,7 @@ macro_rules! testgen_sparse_attention {
                         &[16, 32, 64],
                         &[32, 64, 128],
                         100 + i as u64,
-                        8,
+                        16,
                     );
                 }
             }
@@ -47,7 +47,7 @@ macro_rules! testgen_sparse_attention {
                         $blocks,
                         &[64, 128],
                         200 + i as u64,
-                        6,
+                        10,
                     );
                 }
             }

@@ -59,8 +59,8 @@ fn round(x: Vec<f32>, dt: AttnDtype) -> Vec<f32> {
 }
 
 pub fn random_layout(rng: &mut StdRng) -> VideoLayout {
-    let frames = rng.random_range(2..=4);
-    let (h, w) = (rng.random_range(3..=6), rng.random_range(4..=9));
+    let frames = rng.random_range(2..=5);
+    let (h, w) = (rng.random_range(3..=9), rng.random_range(4..=12));
     let base = VideoLayout::new(frames, h, w).unwrap();
     match rng.random_range(0..3) {
         0 => base,

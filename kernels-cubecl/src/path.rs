@@ -1,0 +1,132 @@
+//! Run-time choice between the tensor-core and the portable kernel.
+
+use crate::kernel::{portable, tensor_core};
+use crate::{AttnDtype, KernelError, KernelPath, SparseAttention};
+use cubecl::features::{MmaConfig, Plane};
+use cubecl::ir::{ElemType, FloatKind};
+use cubecl::prelude::*;
+
+fn tc_unavailable<R: Runtime>(
+    client: &ComputeClient<R>,
+    p: &SparseAttention,
+    block_size: usize,
+) -> Option<String> {
+    let kind = match p.dtype {
+        AttnDtype::F16 => FloatKind::F16,
+        AttnDtype::BF16 => FloatKind::BF16,
+        AttnDtype::F32 => return Some("tensor cores need f16 or bf16 inputs".into()),
+    };
+    let ab = ElemType::Float(kind).into();
+    let cfg = MmaConfig {
+        a_type: ab,
+        b_type: ab,
+        cd_type: ElemType::Float(FloatKind::F32).into(),
+        m: 16,
+        n: 16,
+        k: 16,
+    };
+    let f = client.features();
+    if !f.matmul.cmma.contains(&cfg) {
+        return Some(format!("no cmma 16x16x16 {} -> f32", p.dtype.name()));
+    }
+    if !f.plane.contains(Plane::Ops) {
+        return Some("no plane operations".into());
+    }
+    let hw = &client.properties().hardware;
+    if hw.plane_size_min != 32 || hw.plane_size_max != 32 {
+        return Some(format!(
+            "plane size {}..{} is not 32",
+            hw.plane_size_min, hw.plane_size_max
+        ));
+    }
+    if !p.head_dim.is_multiple_of(tensor_core::BK) {
+        return Some(format!("head_dim {} is not a multiple of 64", p.head_dim));
+    }
+    let warps = tc_warps(block_size);
+    if !block_size.is_multiple_of(warps * tensor_core::ROWS_PER_PLANE) {
+        return Some(format!("block size {block_size} is not a multiple of 64"));
+    }
+    let smem = tensor_core::shared_bytes(p.head_dim, p.dtype.size(), warps);
+    if p.head_dim > 256 || smem > hw.max_shared_memory_size {
+        return Some(format!(
+            "head_dim {} needs {smem} bytes of shared memory",
+            p.head_dim
+        ));
+    }
+    None
+}
+
+fn portable_unavailable<R: Runtime>(
+    client: &ComputeClient<R>,
+    p: &SparseAttention,
+    block_size: usize,
+) -> Option<String> {
+    let tk = portable::tile_k(block_size);
+    let smem = 4 * (portable::TQ * p.head_dim + tk * p.head_dim + portable::TQ * tk);
+    let max = client.properties().hardware.max_shared_memory_size;
+    if smem > max {
+        return Some(format!(
+            "head_dim {} needs {smem} bytes of shared memory, device has {max}",
+            p.head_dim
+        ));
+    }
+    None
+}
+
+/// The path [`launch`] would take for this problem on this client.
+pub fn select_path<R: Runtime>(
+    client: &ComputeClient<R>,
+    problem: &SparseAttention,
+    block_size: usize,
+) -> Result<KernelPath, KernelError> {
+    match problem.path {
+        KernelPath::TensorCore => match tc_unavailable(client, problem, block_size) {
+            None => Ok(KernelPath::TensorCore),
+            Some(reason) => Err(KernelError::Path {
+                path: "tensor_core",
+                reason,
+            }),
+        },
+        KernelPath::Portable => match portable_unavailable(client, problem, block_size) {
+            None => Ok(KernelPath::Portable),
+            Some(reason) => Err(KernelError::HeadDim {
+                head_dim: problem.head_dim,
+                reason,
+            }),
+        },
+        KernelPath::Auto => {
+            if tc_unavailable(client, problem, block_size).is_none() {
+                Ok(KernelPath::TensorCore)
+            } else {
+                select_path(
+                    client,
+                    &problem.clone().with_path(KernelPath::Portable),
+                    block_size,
+                )
+            }
+        }
+    }
+}
+
+/// Tensor-core variant knob: `VDIT_TC_PREFETCH_V=1` keeps V's global loads in flight
+/// during `S = Q K^T` and the softmax (one more cube barrier per tile, more registers).
+/// Read once per process; meant for benchmarking the two variants.
+pub(crate) fn prefetch_v() -> bool {
+    static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FLAG.get_or_init(|| std::env::var("VDIT_TC_PREFETCH_V").is_ok_and(|v| v == "1"))
+}
+
+/// Tensor-core variant knob: `VDIT_TC_WARPS=8` runs 128 query rows per cube (8 planes)
+/// when the block size allows it; the default is 4 planes (64 rows).
+pub(crate) fn tc_warps(block_size: usize) -> usize {
+    static FLAG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let w = *FLAG.get_or_init(|| match std::env::var("VDIT_TC_WARPS").as_deref() {
+        Ok("8") => 8,
+        _ => tensor_core::WARPS,
+    });
+    if block_size.is_multiple_of(w * tensor_core::ROWS_PER_PLANE) {
+        w
+    } else {
+        tensor_core::WARPS
+    }
+}
