@@ -73,7 +73,7 @@ fn portable_unavailable<R: Runtime>(
     None
 }
 
-/// The path [`launch`] would take for this problem on this client.
+/// The path [`crate::launch`] would take for this problem on this client.
 pub fn select_path<R: Runtime>(
     client: &ComputeClient<R>,
     problem: &SparseAttention,

@@ -485,5 +485,12 @@ pub fn bad_input<R: Runtime>(device: &R::Device) {
     if client.features().matmul.cmma.is_empty() {
         assert!(matches!(run(&client, &c), Err(KernelError::Path { .. })));
     }
+    for block in [8, 256] {
+        let layer = CompiledLayer::compile(&[Pattern::Dense], &layout, block).unwrap();
+        assert_eq!(
+            DeviceLayer::<R>::upload(&client, &layer).unwrap_err(),
+            KernelError::BlockSize(block)
+        );
+    }
     assert_eq!(launch_count(), before, "nothing launched on bad input");
 }
