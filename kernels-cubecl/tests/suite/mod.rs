@@ -390,6 +390,10 @@ pub fn key_padding<R: Runtime>(
         Pattern::Dense,
         Pattern::Skip,
         Pattern::Diagonal { band: 0.3 },
+        Pattern::MultiDiagonal {
+            spatial_band: 0.1,
+            frame_reach: 1,
+        },
         Pattern::VerticalStripe {
             columns: vec![TokenSpan::from_tokens(0..5, video)],
             band: None,
