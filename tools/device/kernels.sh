@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine from the repository root (see tools/device/README in the report):
-# CUDA kernel tests, the kernel benchmark at real sizes, resource usage of the generated
-# CUDA, then the PyTorch peers (cuDNN SDPA, FlexAttention on the same block masks).
-# Binaries come prebuilt in .device/ (built on the CPU machine with --features cuda).
-# Usage: tools/device/kernels.sh [tests|bench|peers|all] [bench args...]
+# Runs on the GPU machine from the repository root: CUDA kernel tests, the kernel benchmark
+# at real sizes, resource usage of the generated CUDA, then the PyTorch peers (cuDNN SDPA,
+# FlexAttention on the same block masks). Binaries come prebuilt in .device/ (built on the
+# CPU machine: `cargo build --release -p vdit-kernels --features cuda --example
+# kernel_bench` and `cargo test --release -p vdit-kernels --features cuda --no-run`, then
+# stripped copies of examples/kernel_bench and deps/sparse_attention-*).
+# Usage: OUT=dir tools/device/kernels.sh [tests|bench|peers|all|final]
+#   env: BENCH_ARGS (e.g. "--quick --only wan21_480p"), PEER_ARGS, BIN (binary dir).
+#   `final` also needs .device/v3n and .device/v2 fallback builds (see results/kernels).
 set -u
 OUT=${OUT:-/tmp/kernels_out}
 mkdir -p "$OUT"
