@@ -39,6 +39,8 @@
 mod backend;
 mod context;
 pub mod cpu;
+#[cfg(feature = "cube")]
+mod cube;
 mod error;
 mod layer;
 
