@@ -14,9 +14,15 @@
 //!
 //! One file per scheduler; DDIM/CogVideoX-DPM go in their own files beside these.
 
+mod cogvideox_schedule;
+mod ddim_cogvideox;
+mod dpm_cogvideox;
 mod flow_euler;
 mod unipc;
 
+pub use cogvideox_schedule::{CogVideoXScheduleConfig, TimestepSpacing};
+pub use ddim_cogvideox::CogVideoXDdim;
+pub use dpm_cogvideox::CogVideoXDpm;
 pub use flow_euler::FlowMatchEuler;
 pub use unipc::UniPcFlow;
 
