@@ -262,15 +262,23 @@ mod tests {
 
     #[test]
     fn stripes_cover_the_heaviest_blocks_and_merge_neighbours() {
-        let layout = VideoLayout::new(4, 8, 16).unwrap(); // 512 tokens, 8 blocks of 64
-        let mut mass = vec![0.01; 8];
+        let layout = VideoLayout::new(4, 16, 20).unwrap(); // 1280 tokens, 20 blocks of 64
+        let mut mass = vec![0.02 / 17.0; 20];
         mass[2] = 0.5;
-        mass[3] = 0.3;
-        mass[6] = 0.14;
+        mass[3] = 0.32;
+        mass[9] = 0.16;
         let cfg = CandidateConfig::default();
         let s = cfg.stripes(&mass, &layout, 64);
-        // 0.5 -> block 2; 0.8 -> blocks 2,3 (one span); 0.95 -> 2,3,6; plus banded copy.
+        // 0.5 -> block 2; 0.8 -> blocks 2,3 (one span); 0.95 -> 2,3,9; plus banded copy.
         assert_eq!(s.len(), 4, "{s:?}");
+        let Pattern::VerticalStripe {
+            columns,
+            band: None,
+        } = &s[0]
+        else {
+            panic!()
+        };
+        assert_eq!(columns[0].resolve(1280), 128..192);
         let Pattern::VerticalStripe {
             columns,
             band: None,
@@ -279,15 +287,24 @@ mod tests {
             panic!()
         };
         assert_eq!(columns.len(), 1);
-        assert_eq!(columns[0].resolve(512), 128..256);
+        assert_eq!(columns[0].resolve(1280), 128..256);
         let Pattern::VerticalStripe {
             columns,
-            band: Some(_),
+            band: Some(b),
         } = &s[3]
         else {
             panic!()
         };
+        assert_eq!(*b, 0.0625);
         assert_eq!(columns.len(), 2);
+        assert_eq!(columns[1].resolve(1280), 576..640);
+        // A cap of 2 blocks (30% of 8) rules out the 95% set when it needs more.
+        let small = VideoLayout::new(4, 8, 16).unwrap();
+        let mut mass = vec![0.01; 8];
+        mass[2] = 0.5;
+        mass[3] = 0.3;
+        mass[6] = 0.14;
+        assert_eq!(cfg.stripes(&mass, &small, 64).len(), 3);
     }
 
     #[test]

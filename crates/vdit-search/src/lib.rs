@@ -67,7 +67,7 @@ pub use error::SearchError;
 pub use planted::{Mismatch, PlantedKind, PlantedModel, Recovery};
 pub use report::{DecisionRecord, SearchReport, Totals, iso_date_utc};
 pub use search::{
-    Candidate, Decision, HeadMeasure, NoProgress, PlanMeta, Progress, RangeSpec, SearchOptions,
-    SearchOutcome, decide_head, plan_ranges, search,
+    Candidate, Decision, HeadMeasure, Measured, NoProgress, PlanMeta, Progress, RangeSpec,
+    SearchOptions, SearchOutcome, decide_head, plan_ranges, predict_speedup, search,
 };
 pub use source::{CaptureSource, Decided, LayerQkv, QkvSource, SourceInfo};

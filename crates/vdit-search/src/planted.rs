@@ -98,6 +98,18 @@ impl PlantedModel {
         }
     }
 
+    /// Search options of the embedded default: a 50-step schedule, 10 dense warm-up
+    /// steps, two step ranges (steps 10..30 and 30..50, informed by the captured steps
+    /// 20 and 40), defaults otherwise.
+    pub fn default_search_options() -> crate::SearchOptions {
+        crate::SearchOptions {
+            warmup_steps: 10,
+            ranges: 2,
+            total_steps: Some(50),
+            ..crate::SearchOptions::default()
+        }
+    }
+
     /// Checks that the feature maps fit in `head_dim`.
     pub fn validate(&self) -> Result<(), SearchError> {
         self.layout

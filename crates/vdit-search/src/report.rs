@@ -207,6 +207,6 @@ mod tests {
         let at = |s| iso_date_utc(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
         assert_eq!(at(0), "1970-01-01T00:00:00Z");
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_795_000_000), "2026-11-18T08:26:40Z");
+        assert_eq!(at(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 }

@@ -322,24 +322,8 @@ pub fn search(
     progress: &dyn Progress,
 ) -> Result<SearchOutcome, SearchError> {
     let t0 = Instant::now();
-    opts.validate()?;
-    let info = source.info();
-    check_info(&info)?;
-    let last = *info.steps.last().expect("checked non-empty");
-    let total_steps = opts.total_steps.unwrap_or(last + 1);
-    if total_steps <= last {
-        return Err(SearchError::option(
-            "total-steps",
-            format!("{total_steps} steps but step {last} was captured"),
-        ));
-    }
-    let ranges = plan_ranges(&info.steps, total_steps, opts.warmup_steps, opts.ranges)?;
-    let engine = Engine {
-        info: info.clone(),
-        opts,
-        cost,
-        ranges: ranges.clone(),
-    };
+    let (engine, total_steps) = Engine::new(source, opts, cost)?;
+    let (info, ranges) = (engine.info.clone(), engine.ranges.clone());
     let propagated = source.propagates();
     let (epsilon, decisions) = if !propagated {
         let measures = engine.measure_all(source, progress)?;
@@ -390,14 +374,43 @@ fn check_info(info: &SourceInfo) -> Result<(), SearchError> {
     Ok(())
 }
 
-struct Engine<'a> {
+#[derive(Debug, Clone)]
+struct Engine {
     info: SourceInfo,
-    opts: &'a SearchOptions,
-    cost: &'a CostModel,
+    opts: SearchOptions,
+    cost: CostModel,
     ranges: Vec<RangeSpec>,
 }
 
-impl Engine<'_> {
+impl Engine {
+    fn new(
+        source: &dyn QkvSource,
+        opts: &SearchOptions,
+        cost: &CostModel,
+    ) -> Result<(Self, usize), SearchError> {
+        opts.validate()?;
+        let info = source.info();
+        check_info(&info)?;
+        let last = *info.steps.last().expect("checked non-empty");
+        let total_steps = opts.total_steps.unwrap_or(last + 1);
+        if total_steps <= last {
+            return Err(SearchError::option(
+                "total-steps",
+                format!("{total_steps} steps but step {last} was captured"),
+            ));
+        }
+        let ranges = plan_ranges(&info.steps, total_steps, opts.warmup_steps, opts.ranges)?;
+        Ok((
+            Engine {
+                info,
+                opts: opts.clone(),
+                cost: cost.clone(),
+                ranges,
+            },
+            total_steps,
+        ))
+    }
+
     fn layout(&self) -> &VideoLayout {
         &self.info.layout
     }
@@ -849,4 +862,122 @@ fn table(
     bs: usize,
 ) -> Result<Arc<BlockTable>, SearchError> {
     Ok(cache.get(p, layout, bs)?)
+}
+
+/// Measurements of a fixed-input source, taken once: decisions, cost and speedup at any
+/// epsilon follow without re-running attention (used for sweeps and by the
+/// target-speedup mode).
+#[derive(Debug, Clone)]
+pub struct Measured {
+    engine: Engine,
+    measures: Measures,
+}
+
+impl Measured {
+    /// Measures every searched range and layer of a fixed-input source.
+    pub fn new(
+        source: &mut dyn QkvSource,
+        opts: &SearchOptions,
+        cost: &CostModel,
+        progress: &dyn Progress,
+    ) -> Result<Self, SearchError> {
+        if source.propagates() {
+            return Err(SearchError::option(
+                "source",
+                "a propagating source cannot be measured once; use `search`",
+            ));
+        }
+        let (engine, _) = Engine::new(source, opts, cost)?;
+        let measures = engine.measure_all(source, progress)?;
+        Ok(Measured { engine, measures })
+    }
+
+    /// Changes lambda for later decisions (measurements do not depend on it).
+    pub fn set_lambda(&mut self, lambda: f64) -> Result<(), SearchError> {
+        if !(lambda.is_finite() && lambda >= 0.0) {
+            return Err(SearchError::option(
+                "lambda",
+                format!("{lambda} is not a finite number >= 0"),
+            ));
+        }
+        self.engine.opts.lambda = lambda;
+        Ok(())
+    }
+
+    /// Step ranges of the plan.
+    pub fn ranges(&self) -> &[RangeSpec] {
+        &self.engine.ranges
+    }
+
+    /// `measures()[range][layer][head]` (empty for the warm-up range).
+    pub fn measures(&self) -> &[Vec<Vec<HeadMeasure>>] {
+        &self.measures
+    }
+
+    /// Decisions at `epsilon` (with the options' lambda).
+    pub fn decisions(&self, epsilon: f64) -> Vec<Vec<Vec<Decision>>> {
+        self.engine.decide_all(&self.measures, epsilon)
+    }
+
+    /// (dense latency, plan latency, mean density) over all steps at `epsilon`.
+    pub fn totals(&self, epsilon: f64) -> (f64, f64, f64) {
+        self.engine.totals(&self.decisions(epsilon))
+    }
+
+    /// Predicted attention speedup at `epsilon`.
+    pub fn speedup(&self, epsilon: f64) -> f64 {
+        self.engine.speedup(&self.decisions(epsilon))
+    }
+
+    /// The epsilon the target-speedup mode picks for `target`.
+    pub fn epsilon_for_target(&self, target: f64) -> Result<f64, SearchError> {
+        self.engine.epsilon_for_target(&self.measures, target)
+    }
+}
+
+/// Predicted attention speedup of `plan` at another `layout` (patterns are
+/// layout-relative): every step range's layers are compiled there and priced with
+/// `cost`, dense latency over plan latency, weighted by the steps of each range.
+///
+/// A plan searched on a small input can thus be priced at the real resolution it is
+/// meant for (block-level granularity makes small layouts look denser than they are).
+pub fn predict_speedup(
+    plan: &Plan,
+    layout: &VideoLayout,
+    cost: &CostModel,
+) -> Result<f64, SearchError> {
+    layout
+        .validate()
+        .map_err(|e| SearchError::option("predict-layout", e.to_string()))?;
+    let (n, d, bs) = (layout.total_tokens(), plan.model.head_dim, plan.block_size);
+    let mut cache = TableCache::new();
+    let dense_head = cost.head_us(
+        HeadCostQuery {
+            kind: PatternKind::Dense,
+            density: 1.0,
+        },
+        n,
+        d,
+        bs,
+    )?;
+    let (mut dense, mut sparse) = (0.0, 0.0);
+    for range in &plan.ranges {
+        let w = (range.end - range.start) as f64;
+        for heads in &range.layers {
+            let mut q = Vec::with_capacity(heads.len());
+            for p in heads {
+                let density = match p {
+                    Pattern::Skip => 0.0,
+                    _ => cache.get(p, layout, bs)?.density(),
+                };
+                q.push(HeadCostQuery {
+                    kind: p.kind(),
+                    density,
+                });
+            }
+            sparse += w * cost.layer_us(&q, n, d, bs)?;
+            dense += w * (cost.launch_us() + heads.len() as f64 * dense_head);
+        }
+    }
+    Ok(dense / sparse.max(f64::MIN_POSITIVE))
 }

@@ -1,10 +1,362 @@
-//! `cargo xtask search` (issue #8).
+//! `cargo xtask search` (issue #8): search a per-layer, per-head sparse attention plan.
+//!
+//! With no arguments it runs the embedded default on the CPU: planted q/k/v of a tiny
+//! Wan2.1-shaped setting (see `vdit_search::PlantedModel::tiny_wan`), and reports how
+//! many planted heads the plan recovered. With `--captures` it searches capture files
+//! (one per sample) written by any framework (`tools/write_captures.py` for PyTorch).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use vdit_search::{
+    AnalyticCost, CandidateConfig, CaptureSource, CostModel, CostTable, PlanMeta, PlantedModel,
+    Progress, QkvSource, SearchOptions, SearchReport, iso_date_utc, predict_speedup, search,
+};
 
 /// Arguments of `cargo xtask search`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Capture files (safetensors with q/k/v.{step}.{layer}); several files are several
+    /// samples, aggregated by the worst case per head. Without it, the embedded planted
+    /// default runs.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    captures: Vec<PathBuf>,
+    /// Plan file to write (RON) [default: results/search/<model>.plan.ron].
+    #[arg(long, value_name = "PLAN.ron")]
+    out: Option<PathBuf>,
+    /// JSON report to write [default: next to the plan, .report.json].
+    #[arg(long, value_name = "R.json")]
+    report: Option<PathBuf>,
+    /// Error threshold: heads whose every candidate loss exceeds it stay dense.
+    #[arg(long, default_value_t = SearchOptions::default().epsilon)]
+    epsilon: f64,
+    /// Weight of the cost term (loss = error + lambda * cost / dense cost).
+    #[arg(long, default_value_t = SearchOptions::default().lambda)]
+    lambda: f64,
+    /// Find epsilon by bisection so that the predicted attention speedup is this.
+    #[arg(long, value_name = "X")]
+    target_speedup: Option<f64>,
+    /// Allowed relative deviation from --target-speedup.
+    #[arg(long, default_value_t = 0.05)]
+    target_tolerance: f64,
+    /// Block size of the block masks (64 or 128).
+    #[arg(long, default_value_t = 64)]
+    block_size: usize,
+    /// Leading steps kept dense [default: 0; embedded default: 10].
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    /// Number of equal step ranges after the warm-up, each with its own decisions
+    /// [default: 1; embedded default: 2].
+    #[arg(long)]
+    ranges: Option<usize>,
+    /// Steps in the schedule [default: last captured step + 1; embedded default: 50].
+    #[arg(long)]
+    total_steps: Option<usize>,
+    /// Cost table (RON) from `cargo xtask bench --calibrate`; without it the analytic
+    /// model prices patterns.
+    #[arg(long, value_name = "FILE")]
+    cost_table: Option<PathBuf>,
+    /// Analytic model: dense throughput in TFLOP/s.
+    #[arg(long, default_value_t = AnalyticCost::default().tflops)]
+    analytic_tflops: f64,
+    /// Analytic model: launch overhead per layer in microseconds.
+    #[arg(long, default_value_t = AnalyticCost::default().launch_us)]
+    launch_us: f64,
+    /// Diagonal band candidates (fractions of a frame), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    diagonal_bands: Option<Vec<f64>>,
+    /// Multi-diagonal spatial band candidates (fractions of a frame), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    multi_spatial_bands: Option<Vec<f64>>,
+    /// Vertical-stripe attention-mass coverages, comma separated (empty disables stripes).
+    #[arg(long, value_delimiter = ',')]
+    stripe_coverages: Option<Vec<f64>>,
+    /// Never skip heads.
+    #[arg(long)]
+    no_skip: bool,
+    /// Query rows sampled per head to estimate attention mass per key block.
+    #[arg(long, default_value_t = CandidateConfig::default().mass_rows)]
+    mass_rows: usize,
+    /// Model id stored in the plan [default: the capture metadata's `model`].
+    #[arg(long)]
+    model_id: Option<String>,
+    /// Weights the captures came from (provenance) [default: the capture file names].
+    #[arg(long)]
+    weights: Option<String>,
+    /// Hash of those weights (provenance).
+    #[arg(long)]
+    weights_hash: Option<String>,
+    /// The captures come from synthetic or random weights (provenance).
+    #[arg(long)]
+    synthetic: bool,
+    /// Also price the plan at this layout, FRAMESxHEIGHTxWIDTH in latent tokens
+    /// (patterns are layout-relative) [embedded default: 21x30x52, Wan2.1 480p].
+    #[arg(long, value_name = "TxHxW")]
+    predict_layout: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn begin(&self, total: u64, what: &str) {
+        self.0.set_length(total);
+        self.0.set_position(0);
+        self.0.set_message(what.to_string());
+        self.0.reset_eta();
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
 
 /// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask search` is not implemented yet (issue #8)")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("configuring worker threads")?;
+    }
+    let embedded = args.captures.is_empty();
+    let planted = PlantedModel::tiny_wan();
+    let base = if embedded {
+        PlantedModel::default_search_options()
+    } else {
+        SearchOptions::default()
+    };
+    let mut opts = SearchOptions {
+        lambda: args.lambda,
+        epsilon: args.epsilon,
+        block_size: args.block_size,
+        warmup_steps: args.warmup_steps.unwrap_or(base.warmup_steps),
+        ranges: args.ranges.unwrap_or(base.ranges),
+        total_steps: args.total_steps.or(base.total_steps),
+        target_speedup: args.target_speedup,
+        target_tolerance: args.target_tolerance,
+        candidates: CandidateConfig::default(),
+    };
+    let c = &mut opts.candidates;
+    if let Some(b) = args.diagonal_bands {
+        c.diagonal_bands = b;
+    }
+    if let Some(b) = args.multi_spatial_bands {
+        c.multi_spatial_bands = b;
+    }
+    if let Some(s) = args.stripe_coverages {
+        c.stripe_coverages = s;
+    }
+    c.skip = !args.no_skip;
+    c.mass_rows = args.mass_rows;
+
+    let cost = match &args.cost_table {
+        Some(path) => CostModel::Table {
+            table: CostTable::load(path)?,
+            source: path.display().to_string(),
+        },
+        None => CostModel::Analytic(AnalyticCost {
+            tflops: args.analytic_tflops,
+            launch_us: args.launch_us,
+            ..AnalyticCost::default()
+        }),
+    };
+    if let CostModel::Analytic(a) = &cost
+        && !(a.tflops.is_finite()
+            && a.tflops > 0.0
+            && a.launch_us.is_finite()
+            && a.launch_us >= 0.0)
+    {
+        bail!("--analytic-tflops must be > 0 and --launch-us >= 0");
+    }
+
+    let mut captures;
+    let mut planted_source;
+    let (source, inputs): (&mut dyn QkvSource, Vec<String>) = if embedded {
+        planted_source = planted.clone();
+        (
+            &mut planted_source,
+            vec!["embedded planted q/k/v (vdit_search::PlantedModel::tiny_wan)".into()],
+        )
+    } else {
+        captures = CaptureSource::open(&args.captures)?;
+        let names = args
+            .captures
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        (&mut captures, names)
+    };
+    let info = source.info();
+    let model_id = args.model_id.clone().unwrap_or_else(|| info.model.clone());
+    let provenance = vdit_patterns::Provenance {
+        weights: match (&args.weights, embedded) {
+            (Some(w), _) => w.clone(),
+            (None, true) => "synthetic".into(),
+            (None, false) => format!("captures: {}", inputs.join(", ")),
+        },
+        weights_hash: args.weights_hash.clone(),
+        synthetic: embedded || args.synthetic,
+        date: iso_date_utc(std::time::SystemTime::now()),
+        tool_version: format!("cargo xtask search {}", env!("CARGO_PKG_VERSION")),
+        notes: if embedded {
+            "planted q/k/v constructed in code (no model weights): a test of the search, not a plan for a real model".into()
+        } else {
+            "searched on fixed captured q/k/v (mixed output not propagated)".into()
+        },
+    };
+
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} layer-inputs ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    eprintln!(
+        "searching {} ({} layers x {} heads, head_dim {}, layout {}x{}x{} + {} text, {} sample(s), steps {:?}) with {}",
+        model_id,
+        info.layers,
+        info.heads,
+        info.head_dim,
+        info.layout.frames,
+        info.layout.height,
+        info.layout.width,
+        info.layout.text,
+        info.samples,
+        info.steps,
+        cost.reference().device,
+    );
+    let outcome = search(
+        source,
+        &opts,
+        &cost,
+        PlanMeta {
+            model_id: model_id.clone(),
+            config_hash: "none".into(),
+            provenance,
+        },
+        &Bar(bar),
+    )?;
+
+    let mut report = SearchReport::new(&outcome, inputs);
+    let recovery = embedded.then(|| planted.recovery(&outcome.plan));
+    if let Some(r) = &recovery {
+        report
+            .extra
+            .insert("planted_recovery".into(), serde_json::to_value(r)?);
+    }
+
+    let predict = match (&args.predict_layout, embedded) {
+        (Some(s), _) => Some(parse_layout(s, &info.layout)?),
+        (None, true) => Some(vdit_patterns::VideoLayout::new(21, 30, 52)?),
+        (None, false) => None,
+    };
+    let predicted_at = match predict {
+        Some(layout) => {
+            let s = predict_speedup(&outcome.plan, &layout, &cost)?;
+            report.extra.insert(
+                "predicted_speedup_at".into(),
+                serde_json::json!({ "layout": layout, "predicted_speedup": s }),
+            );
+            Some((layout, s))
+        }
+        None => None,
+    };
+
+    let slug: String = model_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let out = args.out.unwrap_or_else(|| {
+        super::project_root()
+            .join("results/search")
+            .join(format!("{slug}.plan.ron"))
+    });
+    let report_path = args
+        .report
+        .unwrap_or_else(|| out.with_extension("").with_extension("report.json"));
+    for p in [&out, &report_path] {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    outcome.plan.save(&out)?;
+    report.save(&report_path)?;
+
+    let t = &report.totals;
+    println!(
+        "plan: {} ({} ranges), report: {}",
+        out.display(),
+        outcome.plan.ranges.len(),
+        report_path.display()
+    );
+    println!(
+        "epsilon {:.4}, lambda {}: attention density {:.3}, predicted attention speedup {:.2}x ({}), search {:.1} s",
+        outcome.epsilon,
+        opts.lambda,
+        t.attention_density,
+        t.predicted_speedup,
+        report.cost_model.device,
+        t.search_wall_time_s
+    );
+    if let Some((l, s)) = predicted_at {
+        println!(
+            "the same plan at {}x{}x{} (+{} text): predicted attention speedup {s:.2}x",
+            l.frames, l.height, l.width, l.text
+        );
+    }
+    let counts: Vec<String> = t
+        .pattern_counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!("decisions: {}", counts.join(", "));
+    if let Some(r) = recovery {
+        println!("planted heads recovered: {}/{}", r.recovered, r.total);
+        for m in &r.mismatches {
+            println!(
+                "  step {} layer {} head {}: planted {}, chose {}",
+                m.step_start, m.layer, m.head, m.planted, m.chosen
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Parses `TxHxW` into a layout with the text of `like` (same text count and position).
+fn parse_layout(
+    s: &str,
+    like: &vdit_patterns::VideoLayout,
+) -> anyhow::Result<vdit_patterns::VideoLayout> {
+    let dims: Vec<usize> = s
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--predict-layout {s:?} is not FRAMESxHEIGHTxWIDTH"))?;
+    let &[t, h, w] = dims.as_slice() else {
+        bail!("--predict-layout {s:?} is not FRAMESxHEIGHTxWIDTH");
+    };
+    Ok(vdit_patterns::VideoLayout::new(t, h, w)?.with_text(like.text, like.text_position)?)
 }
