@@ -36,3 +36,19 @@ fn sharded_weights_five_frames_head_dim16_matches_diffusers() {
 fn bf16_checkpoint_loaded_into_f32_matches_diffusers() {
     check("b2_f1_10x6_bf16_weights");
 }
+
+/// bf16 / f16 models (fp32 norms, modulation and residual adds, like diffusers) stay
+/// close to the f32 reference; this checks the mixed-precision path runs end to end.
+#[test]
+fn half_precision_models_stay_close_to_the_f32_reference() {
+    let device = Default::default();
+    let name = "b2_f3_12x20_nonsquare";
+    for (dtype, tol) in [(DType::BF16, 2e-2), (DType::F16, 3e-3)] {
+        let model = WanTransformer3DModel::<B>::load(&fixture(name), dtype, &device).unwrap();
+        let out = model.forward_inputs(&inputs(name), None, &device).unwrap();
+        assert_eq!(out.dtype(), dtype);
+        let err = rel_l2(out, expected(name));
+        println!("{dtype:?}: relative L2 error {err:.3e}");
+        assert!(err <= tol, "{dtype:?}: relative L2 error {err:.3e} > {tol}");
+    }
+}
