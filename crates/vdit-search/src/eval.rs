@@ -56,6 +56,8 @@ pub fn normalised(mse: f64, layer_energy: f64) -> f64 {
 /// multi-head call (heads with fewer candidates are skipped in that slot), so rayon
 /// parallelism spans heads and query blocks. Skip candidates are not run: their error
 /// is the head's energy.
+// Slot `j` indexes every head's candidate list and error row at once.
+#[allow(clippy::needless_range_loop)]
 pub fn candidate_errors(
     qkv: &LayerQkv,
     layout: &VideoLayout,

@@ -136,6 +136,7 @@ impl PlantedModel {
 
     /// Video-token ranges (frame-major video indices) of the global tokens of a
     /// [`PlantedKind::GlobalTokens`] head in `layer`.
+    #[allow(clippy::single_range_in_vec_init)] // a list of spans that may hold one
     pub fn global_tokens(&self, layer: usize) -> Vec<Range<usize>> {
         let l = &self.layout;
         let hw = l.tokens_per_frame();

@@ -274,6 +274,9 @@ pub fn plan_ranges(
 /// Per range, per layer, per head measurements (fixed-input sources measure once).
 type Measures = Vec<Vec<Vec<HeadMeasure>>>;
 
+/// Per range, per layer, per head decisions.
+type Decisions = Vec<Vec<Vec<Decision>>>;
+
 /// The result of a search.
 #[derive(Debug, Clone)]
 pub struct SearchOutcome {
@@ -763,9 +766,9 @@ impl Engine {
         source: &mut dyn QkvSource,
         target: f64,
         progress: &dyn Progress,
-    ) -> Result<(f64, Vec<Vec<Vec<Decision>>>), SearchError> {
+    ) -> Result<(f64, Decisions), SearchError> {
         let (mut lo, mut hi) = (-6.0f64, 2.0f64);
-        let mut run = |e: f64| -> Result<(f64, Vec<Vec<Vec<Decision>>>), SearchError> {
+        let mut run = |e: f64| -> Result<(f64, Decisions), SearchError> {
             let d = self.greedy(source, e, progress)?;
             Ok((self.speedup(&d), d))
         };

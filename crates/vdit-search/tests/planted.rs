@@ -64,7 +64,7 @@ fn planted_heads_have_the_structure_their_kind_claims() {
             })
             .collect();
         let mean_energy = energy.iter().sum::<f64>() / m.heads as f64;
-        for h in 0..m.heads {
+        for (h, &head_energy) in energy.iter().enumerate() {
             let kind = m.kind(0, h);
             for &r in &rows {
                 let p = attention_row(&qkv, h, r);
@@ -121,15 +121,15 @@ fn planted_heads_have_the_structure_their_kind_claims() {
             }
             if kind == PlantedKind::Negligible {
                 assert!(
-                    energy[h] < 1e-5 * mean_energy,
+                    head_energy < 1e-5 * mean_energy,
                     "negligible head energy {}",
-                    energy[h]
+                    head_energy
                 );
             } else {
                 assert!(
-                    energy[h] > 0.05 * mean_energy,
+                    head_energy > 0.05 * mean_energy,
                     "head {h} ({kind:?}) energy {}",
-                    energy[h]
+                    head_energy
                 );
             }
         }
