@@ -139,3 +139,25 @@ fn presets_have_the_published_sizes() {
         (5120, 40, 40, 13824)
     );
 }
+
+#[test]
+fn random_weights_model_builds_from_a_config_and_runs() {
+    let device = Default::default();
+    let config = vdit_wan::WanConfigJson {
+        num_attention_heads: 2,
+        attention_head_dim: 12,
+        in_channels: 4,
+        out_channels: Some(4),
+        text_dim: 16,
+        ffn_dim: 32,
+        num_layers: 2,
+        ..Default::default()
+    }
+    .into_config()
+    .unwrap();
+    let model = WanTransformer3DModel::<B>::random(&config, 3, DType::F32, &device).unwrap();
+    let out = model.forward_inputs(&inputs(CASE), None, &device).unwrap();
+    assert_eq!(out.dims(), [1, 4, 2, 16, 16]);
+    let v: Vec<f32> = out.into_data().into_vec().unwrap();
+    assert!(v.iter().all(|x| x.is_finite()) && v.iter().any(|x| x.abs() > 1e-3));
+}

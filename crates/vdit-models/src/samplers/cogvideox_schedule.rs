@@ -86,10 +86,14 @@ fn torch_linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
 
 /// `alphas_cumprod` of the config (scaled-linear betas, SNR shift, zero-SNR rescale).
 pub(crate) fn alphas_cumprod(c: &CogVideoXScheduleConfig) -> Vec<f64> {
-    let betas: Vec<f64> = torch_linspace(c.beta_start.sqrt(), c.beta_end.sqrt(), c.num_train_timesteps)
-        .into_iter()
-        .map(|b| b * b)
-        .collect();
+    let betas: Vec<f64> = torch_linspace(
+        c.beta_start.sqrt(),
+        c.beta_end.sqrt(),
+        c.num_train_timesteps,
+    )
+    .into_iter()
+    .map(|b| b * b)
+    .collect();
     let mut acc = 1.0f64;
     let s = c.snr_shift_scale;
     let mut a: Vec<f64> = betas

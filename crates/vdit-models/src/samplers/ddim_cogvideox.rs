@@ -50,7 +50,11 @@ pub(crate) fn v_to_x0<B: Backend>(a_t: f64, x: Tensor<B, 5>, v: Tensor<B, 5>) ->
 }
 
 pub(crate) fn restore<B: Backend>(x: Tensor<B, 5>, dtype: DType) -> Tensor<B, 5> {
-    if dtype == DType::F32 { x } else { x.cast(dtype) }
+    if dtype == DType::F32 {
+        x
+    } else {
+        x.cast(dtype)
+    }
 }
 
 impl<B: Backend> Sampler<B> for CogVideoXDdim {
