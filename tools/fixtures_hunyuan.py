@@ -11,6 +11,11 @@ Besides `outputs.safetensors` (`sample`), each case stores a few intermediate te
 in `intermediates.safetensors` (conditioning `temb`, refined text `context`) to localise a
 mismatch.
 
+`pipeline_b2_3steps.safetensors` runs diffusers' HunyuanVideoPipeline itself (no text
+encoders or VAE: precomputed embeddings in, `output_type="latent"` out) for 3 steps with
+FlowMatchEulerDiscreteScheduler(shift=7), embedded guidance and true CFG with a negative
+prompt, on the `b2_f3_8x12_padded_mask` transformer.
+
 Usage: python tools/fixtures_hunyuan.py [--out DIR]
 """
 from __future__ import annotations
@@ -154,6 +159,50 @@ def build_case(case: dict, root: Path, index: int) -> dict:
                 output_shape=list(out.shape), bytes=dir_size(d))
 
 
+PIPELINE = dict(model="b2_f3_8x12_padded_mask", steps=3, shift=7.0, guidance_scale=6.0,
+                true_cfg_scale=2.5, valid=[6, 10], negative_valid=[2, 4])
+
+
+def pipeline_fixture(root: Path) -> dict:
+    import torch
+    from diffusers import (FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline,
+                           HunyuanVideoTransformer3DModel)
+
+    p = PIPELINE
+    model = HunyuanVideoTransformer3DModel.from_pretrained(str(root / p["model"])).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=p["shift"])
+    pipe = HunyuanVideoPipeline(text_encoder=None, tokenizer=None, transformer=model, vae=None,
+                                scheduler=scheduler, text_encoder_2=None, tokenizer_2=None)
+    cfg = model.config
+    b, f, h, w, n_text = 2, 3, 8, 12, 10
+    latents = randn((b, cfg.in_channels, f, h, w), seed=7000)
+
+    def prompt(seed, valid):
+        mask = torch.zeros(b, n_text, dtype=torch.int64)
+        for i, v in enumerate(valid):
+            mask[i, :v] = 1
+        return (randn((b, n_text, cfg.text_embed_dim), seed=seed), mask,
+                randn((b, cfg.pooled_projection_dim), seed=seed + 1))
+
+    pe, pm, pp = prompt(7100, p["valid"])
+    ne, nm, npool = prompt(7200, p["negative_valid"])
+    with torch.no_grad():
+        out = pipe(prompt_embeds=pe, prompt_attention_mask=pm, pooled_prompt_embeds=pp,
+                   negative_prompt_embeds=ne, negative_prompt_attention_mask=nm,
+                   negative_pooled_prompt_embeds=npool, height=8 * h, width=8 * w,
+                   num_frames=(f - 1) * 4 + 1, num_inference_steps=p["steps"],
+                   guidance_scale=p["guidance_scale"], true_cfg_scale=p["true_cfg_scale"],
+                   latents=latents.clone(), output_type="latent", return_dict=False)[0]
+    path = root / "pipeline_b2_3steps.safetensors"
+    save_tensors(path, dict(latents=latents, prompt_embeds=pe, prompt_attention_mask=pm,
+                            pooled_prompt_embeds=pp, negative_prompt_embeds=ne,
+                            negative_prompt_attention_mask=nm,
+                            negative_pooled_prompt_embeds=npool, timesteps=scheduler.timesteps,
+                            sigmas=scheduler.sigmas, output=out),
+                 metadata={k: str(v) for k, v in p.items()})
+    return dict(name=path.name, **p, bytes=path.stat().st_size)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=default_out("hunyuan"))
@@ -163,7 +212,8 @@ def main():
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     cases = [build_case(c, root, i) for i, c in enumerate(CASES)]
-    write_manifest(root, cases)
+    pipeline = pipeline_fixture(root)
+    write_manifest(root, cases, extra=dict(pipeline=pipeline))
     total = dir_size(root)
     for c in cases:
         print(f"  {c['name']}: output {c['output_shape']}, {c['bytes']} bytes")

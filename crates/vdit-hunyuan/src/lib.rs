@@ -33,10 +33,12 @@ pub mod block;
 mod config;
 pub mod embeddings;
 mod mask;
+pub mod pipeline;
 pub mod refiner;
 pub mod single_block;
 mod transformer;
 
 pub use config::{HunyuanConfig, HunyuanConfigJson};
 pub use mask::TextMask;
+pub use pipeline::{GenerateConfig, HunyuanFlowEuler, PromptEmbeds, denoise};
 pub use transformer::{HunyuanInputs, HunyuanVideoTransformer3DModel, IGNORED_KEYS, layout_for};
