@@ -143,3 +143,53 @@ impl TextMask {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn refiner_mask_follows_diffusers() {
+        // Row 0: 3 of 4 valid; row 1: 1 of 4 valid.
+        let m = TextMask::right_padded(&[3, 1], 4).unwrap();
+        let t = m.refiner_mask::<Flex>(2, &Default::default());
+        assert_eq!(t.dims(), [2, 2, 4, 4]);
+        let v: Vec<bool> = t.into_data().iter::<bool>().collect();
+        let at = |b: usize, h: usize, i: usize, j: usize| v[((b * 2 + h) * 4 + i) * 4 + j];
+        for h in 0..2 {
+            // Key 0 is visible from every row, padded rows included.
+            for i in 0..4 {
+                assert!(!at(0, h, i, 0) && !at(1, h, i, 0));
+            }
+            // Valid pairs visible, anything touching a padded token masked.
+            assert!(!at(0, h, 1, 2));
+            assert!(at(0, h, 1, 3) && at(0, h, 3, 1));
+            assert!(at(1, h, 0, 1) && at(1, h, 2, 2));
+        }
+    }
+
+    #[test]
+    fn key_padding_uses_the_valid_count_like_diffusers() {
+        let device = Default::default();
+        assert!(
+            TextMask::all_valid(2, 3)
+                .unwrap()
+                .key_padding::<Flex>(5, &device)
+                .is_none()
+        );
+        // A mask with a hole: diffusers counts 2 valid tokens and keeps the first two.
+        let m = TextMask::new(vec![true, false, true], 1, 3).unwrap();
+        assert_eq!(m.counts(), vec![2]);
+        let p = m.key_padding::<Flex>(2, &device).unwrap();
+        let v: Vec<bool> = p.into_data().iter::<bool>().collect();
+        assert_eq!(v, vec![true, true, true, true, false]);
+    }
+
+    #[test]
+    fn empty_rows_and_bad_sizes_are_errors() {
+        assert!(TextMask::new(vec![true, false, false, false], 2, 2).is_err());
+        assert!(TextMask::new(vec![true; 3], 2, 2).is_err());
+        assert!(TextMask::right_padded(&[0], 4).is_err());
+    }
+}

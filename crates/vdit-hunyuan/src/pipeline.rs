@@ -14,12 +14,14 @@
 //!   the next timestep is rounded to it (diffusers `t.expand(B).to(latents.dtype)`).
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, DType, Tensor};
 use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_models::io::TensorMap;
 use vdit_models::nn::{to_dtype, to_f32};
 use vdit_models::samplers::{Sampler, cfg};
 use vdit_models::{ModelError, Result};
 
+use crate::transformer::read_mask;
 use crate::{HunyuanInputs, HunyuanVideoTransformer3DModel};
 
 /// The flow-matching Euler schedule HunyuanVideo's pipeline uses (see the module docs).
@@ -87,6 +89,38 @@ pub struct PromptEmbeds<B: Backend> {
     pub prompt_attention_mask: Tensor<B, 2, Bool>,
     /// CLIP pooled output `[B, pooled_dim]` (`pooled_prompt_embeds`).
     pub pooled_prompt_embeds: Tensor<B, 2>,
+}
+
+impl<B: Backend> PromptEmbeds<B> {
+    /// Reads `prompt_embeds`, `prompt_attention_mask` (optional: all valid; any
+    /// int/float/bool dtype, 0/1) and `pooled_prompt_embeds` — or, with `negative`, the
+    /// `negative_*` versions, returning `None` when `negative_prompt_embeds` is absent.
+    /// Floats are converted to `dtype`.
+    ///
+    /// # Errors
+    /// Missing or wrongly shaped tensors, mask values other than 0/1.
+    pub fn from_tensor_map(
+        map: &TensorMap,
+        negative: bool,
+        dtype: DType,
+        device: &B::Device,
+    ) -> Result<Option<Self>> {
+        let p = if negative { "negative_" } else { "" };
+        let embeds = format!("{p}prompt_embeds");
+        if negative && map.get(&embeds).is_none() {
+            return Ok(None);
+        }
+        let prompt_embeds: Tensor<B, 3> = map.float(&embeds, dtype, device)?;
+        let [b, l, _] = prompt_embeds.dims();
+        let pooled_prompt_embeds = map.float(&format!("{p}pooled_prompt_embeds"), dtype, device)?;
+        let prompt_attention_mask =
+            read_mask(map, &format!("{p}prompt_attention_mask"), [b, l], device)?;
+        Ok(Some(PromptEmbeds {
+            prompt_embeds,
+            prompt_attention_mask,
+            pooled_prompt_embeds,
+        }))
+    }
 }
 
 /// Denoising settings (diffusers' defaults).

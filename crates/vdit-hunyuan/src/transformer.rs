@@ -69,25 +69,7 @@ impl<B: Backend> HunyuanInputs<B> {
         let encoder_hidden_states: Tensor<B, 3> =
             map.float("encoder_hidden_states", dtype, device)?;
         let [b, l, _] = encoder_hidden_states.dims();
-        let encoder_attention_mask = match map.get("encoder_attention_mask") {
-            None => Tensor::<B, 2, Bool>::full([b, l], true, device),
-            Some(data) => {
-                if data.shape.as_slice() != [b, l] {
-                    return Err(ModelError::Input(format!(
-                        "`encoder_attention_mask` has shape {:?}, expected [{b}, {l}]",
-                        data.shape.as_slice()
-                    )));
-                }
-                let values = map.values_f32("encoder_attention_mask")?;
-                if let Some(v) = values.iter().find(|v| **v != 0.0 && **v != 1.0) {
-                    return Err(ModelError::Input(format!(
-                        "`encoder_attention_mask` must hold 0/1 values, found {v}"
-                    )));
-                }
-                let valid: Vec<bool> = values.iter().map(|v| *v != 0.0).collect();
-                Tensor::from_data(TensorData::new(valid, [b, l]), device)
-            }
-        };
+        let encoder_attention_mask = read_mask(map, "encoder_attention_mask", [b, l], device)?;
         Ok(HunyuanInputs {
             hidden_states: map.float("hidden_states", dtype, device)?,
             timestep: map.float("timestep", DType::F32, device)?,
@@ -126,6 +108,29 @@ impl<B: Backend> HunyuanInputs<B> {
                 .guidance_embeds
                 .then(|| Tensor::full([batch], 6000.0, device)),
         })
+    }
+}
+
+impl<B: Backend> HunyuanInputs<B> {
+    /// The inputs as host tensors under diffusers' names (the inverse of
+    /// [`Self::from_tensor_map`]; the mask is stored as bool, `guidance` only when set).
+    pub fn into_tensor_map(self) -> TensorMap {
+        let mut map = TensorMap::default();
+        map.insert("hidden_states", self.hidden_states.into_data());
+        map.insert("timestep", self.timestep.into_data());
+        map.insert(
+            "encoder_hidden_states",
+            self.encoder_hidden_states.into_data(),
+        );
+        map.insert(
+            "encoder_attention_mask",
+            self.encoder_attention_mask.into_data(),
+        );
+        map.insert("pooled_projections", self.pooled_projections.into_data());
+        if let Some(g) = self.guidance {
+            map.insert("guidance", g.into_data());
+        }
+        map
     }
 }
 
@@ -398,6 +403,33 @@ impl<B: Backend> HunyuanVideoTransformer3DModel<B> {
         Ok(x.permute([0, 4, 1, 5, 2, 6, 3, 7])
             .reshape([b, co, f, h, w]))
     }
+}
+
+/// Reads mask `name` (`[b, l]`, any int/float/bool dtype with values 0/1; all valid when
+/// absent) as booleans (`true` = valid).
+pub(crate) fn read_mask<B: Backend>(
+    map: &TensorMap,
+    name: &str,
+    [b, l]: [usize; 2],
+    device: &B::Device,
+) -> Result<Tensor<B, 2, Bool>> {
+    let Some(data) = map.get(name) else {
+        return Ok(Tensor::<B, 2, Bool>::full([b, l], true, device));
+    };
+    if data.shape.as_slice() != [b, l] {
+        return Err(ModelError::Input(format!(
+            "`{name}` has shape {:?}, expected [{b}, {l}]",
+            data.shape.as_slice()
+        )));
+    }
+    let values = map.values_f32(name)?;
+    if let Some(v) = values.iter().find(|v| **v != 0.0 && **v != 1.0) {
+        return Err(ModelError::Input(format!(
+            "`{name}` must hold 0/1 values, found {v}"
+        )));
+    }
+    let valid: Vec<bool> = values.iter().map(|v| *v != 0.0).collect();
+    Ok(Tensor::from_data(TensorData::new(valid, [b, l]), device))
 }
 
 /// One value per batch element (a single value is broadcast), read to the host.

@@ -66,6 +66,30 @@ fn three_step_loop_with_true_cfg_matches_diffusers_pipeline() {
     let [_, _, f, h, w] = latents.dims();
     let pos = prompt(&map, "");
     let neg = prompt(&map, "negative_");
+    // The file reader gives the same prompts.
+    let read = PromptEmbeds::<B>::from_tensor_map(&map, true, DType::F32, &device)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read.prompt_attention_mask
+            .clone()
+            .into_data()
+            .iter::<bool>()
+            .collect::<Vec<_>>(),
+        neg.prompt_attention_mask
+            .clone()
+            .into_data()
+            .iter::<bool>()
+            .collect::<Vec<_>>()
+    );
+    let mut no_neg = TensorMap::default();
+    no_neg.insert("prompt_embeds", map.get("prompt_embeds").unwrap().clone());
+    assert!(
+        PromptEmbeds::<B>::from_tensor_map(&no_neg, true, DType::F32, &device)
+            .unwrap()
+            .is_none()
+    );
+    assert!(PromptEmbeds::<B>::from_tensor_map(&no_neg, false, DType::F32, &device).is_err());
     let ctx = model
         .attention_context(f, h, w, pos.prompt_embeds.dims()[1], None)
         .unwrap();

@@ -122,7 +122,23 @@ fn random_weights_and_inputs_run_in_bf16() {
         HunyuanVideoTransformer3DModel::<B>::random(&config, 7, DType::BF16, &device).unwrap();
     let inputs = HunyuanInputs::random(&config, 1, [2, 4, 6], 5, Some(3), &device).unwrap();
     let ctx = model.attention_context(2, 4, 6, 5, None).unwrap();
+    // The file form of the same inputs gives the same result.
+    let via_file = model
+        .forward_inputs(&inputs.clone().into_tensor_map(), None, &device)
+        .unwrap();
     let out = model.forward(inputs, &ctx).unwrap();
+    assert_eq!(
+        out.clone()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap(),
+        via_file
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap()
+    );
     assert_eq!(out.dims(), [1, 4, 2, 4, 6]);
     assert_eq!(out.dtype(), DType::BF16);
     let v: Vec<f32> = out.into_data().convert::<f32>().into_vec().unwrap();
