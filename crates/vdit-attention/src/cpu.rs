@@ -178,38 +178,91 @@ impl FlashRows {
 
     fn update(&mut self, q: &[f32], k: &[f32], v: &[f32], pad: Option<&[bool]>, scale: f32) {
         let d = self.d;
-        let cols = k.len() / d;
-        self.scores.resize(cols, 0.0);
-        for (r, qr) in q.chunks_exact(d).enumerate() {
-            let mut block_max = f32::NEG_INFINITY;
-            for (j, kr) in k.chunks_exact(d).enumerate() {
-                let s = if pad.is_some_and(|p| !p[j]) {
-                    f32::NEG_INFINITY
-                } else {
-                    dot(qr, kr) * scale
-                };
-                self.scores[j] = s;
-                block_max = block_max.max(s);
+        let (rows, cols) = (q.len() / d, k.len() / d);
+        self.scores.resize(rows * cols, 0.0);
+        // S = scale * Q K^T (rows x cols, row-major).
+        // SAFETY: the pointers and strides describe in-bounds row-major matrices
+        // (q: rows x d, k: cols x d read transposed, scores: rows x cols).
+        unsafe {
+            gemm::gemm(
+                rows,
+                cols,
+                d,
+                self.scores.as_mut_ptr(),
+                1,
+                cols as isize,
+                false,
+                q.as_ptr(),
+                1,
+                d as isize,
+                k.as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        if let Some(pad) = pad {
+            for row in self.scores.chunks_exact_mut(cols) {
+                for (s, ok) in row.iter_mut().zip(pad) {
+                    if !ok {
+                        *s = f32::NEG_INFINITY;
+                    }
+                }
             }
+        }
+        // Online softmax: rescale the running sums and outputs, turn S into P in place.
+        for r in 0..rows {
+            let row = &mut self.scores[r * cols..(r + 1) * cols];
+            let block_max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             if block_max == f32::NEG_INFINITY {
-                continue; // every key of this block is padded for this row
+                // Every key of this block is padded for this row: no weight at all.
+                row.iter_mut().for_each(|s| *s = 0.0);
+                continue;
             }
             let new_max = self.max[r].max(block_max);
             let correction = (self.max[r] - new_max).exp();
-            let acc = &mut self.acc[r * d..(r + 1) * d];
             if correction != 1.0 {
-                acc.iter_mut().for_each(|a| *a *= correction);
+                self.acc[r * d..(r + 1) * d]
+                    .iter_mut()
+                    .for_each(|a| *a *= correction);
             }
-            let mut sum = self.sum[r] * correction;
-            for (j, vr) in v.chunks_exact(d).enumerate() {
-                let p = (self.scores[j] - new_max).exp();
-                if p != 0.0 {
-                    sum += p;
-                    axpy(acc, p, vr);
-                }
+            let mut sum = 0.0;
+            for s in row.iter_mut() {
+                *s = (*s - new_max).exp();
+                sum += *s;
             }
+            self.sum[r] = self.sum[r] * correction + sum;
             self.max[r] = new_max;
-            self.sum[r] = sum;
+        }
+        // O += P V.
+        // SAFETY: as above (scores: rows x cols, v: cols x d, acc: rows x d).
+        unsafe {
+            gemm::gemm(
+                rows,
+                d,
+                cols,
+                self.acc.as_mut_ptr(),
+                1,
+                d as isize,
+                true,
+                self.scores.as_ptr(),
+                1,
+                cols as isize,
+                v.as_ptr(),
+                1,
+                d as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
     }
 
@@ -229,31 +282,5 @@ impl FlashRows {
             }
         }
         (self.acc, lse)
-    }
-}
-
-/// Dot product with eight independent accumulators so that it vectorises.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-#[inline]
-fn axpy(acc: &mut [f32], p: f32, v: &[f32]) {
-    for (a, x) in acc.iter_mut().zip(v) {
-        *a += p * x;
     }
 }

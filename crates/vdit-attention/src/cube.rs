@@ -12,7 +12,9 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use vdit_kernels::{AttentionBuffers, AttnDtype, DeviceLayer, MaskDtype, SparseAttention};
 
-use crate::{AttentionError, AttentionOptions, AttentionOutput, PreparedLayer, SparseAttentionBackend};
+use crate::{
+    AttentionError, AttentionOptions, AttentionOutput, PreparedLayer, SparseAttentionBackend,
+};
 
 impl<R, F, I, BT> SparseAttentionBackend for CubeBackend<R, F, I, BT>
 where

@@ -8,7 +8,9 @@ use vdit_patterns::{CompiledLayer, HeadSlot};
 
 pub fn random(len: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
-    (0..len).map(|_| rng.random_range(-1.0f32..1.0) * scale).collect()
+    (0..len)
+        .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+        .collect()
 }
 
 /// f64 masked dense attention. Returns (out, lse).
@@ -26,7 +28,9 @@ pub fn reference(
     let mut lse = vec![f64::NEG_INFINITY; b * h * n];
     for bi in 0..b {
         for hi in 0..h {
-            let HeadSlot::Table(t) = layer.slots()[hi] else { continue };
+            let HeadSlot::Table(t) = layer.slots()[hi] else {
+                continue;
+            };
             let mask = &masks[t];
             let base = (bi * h + hi) * n * d;
             for i in 0..n {

@@ -37,14 +37,24 @@ fn peak_memory_is_linear_in_tokens() {
     // One diagonal head and one multi-diagonal head (which gathers permuted rows).
     let patterns = [
         Pattern::Diagonal { band: 0.05 },
-        Pattern::MultiDiagonal { spatial_band: 0.0, frame_reach: 0 },
+        Pattern::MultiDiagonal {
+            spatial_band: 0.0,
+            frame_reach: 0,
+        },
     ];
     let layer = CompiledLayer::compile(&patterns, &layout, 64).unwrap();
     let len = 2 * n * d;
-    let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let x: Vec<f32> = (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     let before = CURRENT.load(Ordering::SeqCst);
     PEAK.store(before, Ordering::SeqCst);
-    let dims = Dims { batch: 1, heads: 2, tokens: n, head_dim: d };
+    let dims = Dims {
+        batch: 1,
+        heads: 2,
+        tokens: n,
+        head_dim: d,
+    };
     let out = sparse_attention(&x, &x, &x, dims, &layer, 0.125, None);
     let peak = PEAK.load(Ordering::SeqCst) - before;
     let per_head = n * d * std::mem::size_of::<f32>(); // 5 MiB

@@ -12,9 +12,15 @@ fn pattern(choice: u8, x: f64) -> Pattern {
         0 => Pattern::Dense,
         1 => Pattern::Skip,
         2 => Pattern::Diagonal { band: x },
-        3 => Pattern::MultiDiagonal { spatial_band: x.min(1.0) * 0.5, frame_reach: (x * 3.0) as u32 },
+        3 => Pattern::MultiDiagonal {
+            spatial_band: x.min(1.0) * 0.5,
+            frame_reach: (x * 3.0) as u32,
+        },
         _ => Pattern::VerticalStripe {
-            columns: vec![TokenSpan { start: x * 0.5, end: x * 0.5 + 0.1 }],
+            columns: vec![TokenSpan {
+                start: x * 0.5,
+                end: x * 0.5 + 0.1,
+            }],
             band: (x > 0.5).then_some(0.1),
         },
     }
@@ -70,8 +76,25 @@ fn large_logits_stay_finite_and_exact() {
     // Scores reach several hundred: exp() of them overflows f32 without the running max.
     // The f32 dot products themselves carry ~1e-7 relative error, i.e. ~1e-4 absolute on
     // such scores, which is what bounds the tolerance here.
-    let (q, k, v) = (random(len, 7, 12.0), random(len, 8, 12.0), random(len, 9, 1.0));
-    let got = sparse_attention(&q, &k, &v, Dims { batch: b, heads: h, tokens: n, head_dim: d }, &layer, 1.0, None);
+    let (q, k, v) = (
+        random(len, 7, 12.0),
+        random(len, 8, 12.0),
+        random(len, 9, 1.0),
+    );
+    let got = sparse_attention(
+        &q,
+        &k,
+        &v,
+        Dims {
+            batch: b,
+            heads: h,
+            tokens: n,
+            head_dim: d,
+        },
+        &layer,
+        1.0,
+        None,
+    );
     assert!(got.out.iter().all(|x| x.is_finite()));
     assert!(got.lse.iter().any(|x| *x > 200.0), "logits are not large");
     let (want, _) = reference(&q, &k, &v, [b, h, n, d], &layer, 1.0, None);
@@ -85,7 +108,20 @@ fn all_skip_layer_outputs_zeros() {
     let layer = CompiledLayer::compile(&[Pattern::Skip, Pattern::Skip], &layout, 8).unwrap();
     let (b, h, n, d) = (2, 2, 20, 8);
     let x = random(b * h * n * d, 1, 1.0);
-    let got = sparse_attention(&x, &x, &x, Dims { batch: b, heads: h, tokens: n, head_dim: d }, &layer, 0.3, None);
+    let got = sparse_attention(
+        &x,
+        &x,
+        &x,
+        Dims {
+            batch: b,
+            heads: h,
+            tokens: n,
+            head_dim: d,
+        },
+        &layer,
+        0.3,
+        None,
+    );
     assert!(got.out.iter().all(|v| *v == 0.0));
     assert!(got.lse.iter().all(|v| *v == f32::NEG_INFINITY));
 }

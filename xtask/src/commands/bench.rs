@@ -1,10 +1,741 @@
-//! `cargo xtask bench` (issue #9).
+//! `cargo xtask bench`: attention operator (dense vs each pattern) and denoiser step time
+//! (dense vs a plan), on the CPU by default or on a GPU backend (`--backend cuda`).
+//!
+//! Writes `report.json`, `report.md` and `attention.svg` (time vs density per pattern)
+//! to `--out` (default `results/bench/<backend>-<date>`), and with `--calibrate` the
+//! cost table the search reads (`vdit_search::CostTable`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Distribution, Tensor};
+use serde::Serialize;
+use vdit_attention::{AttentionOptions, PreparedLayer, SparseAttentionBackend};
+use vdit_patterns::{
+    ModelInfo, Pattern, Plan, Provenance, StepRange, TextPosition, TokenSpan, VideoLayout,
+    write_atomic,
+};
+use vdit_search::{COST_TABLE_VERSION, CostEntry, CostTable, iso_date_utc};
+use vdit_wan::{WanConfig, WanConfigJson, WanTransformer3DModel};
+
+use super::forward::{BackendKind, with_backend};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Backend: `cpu` (quick suite, default), `wgpu` or `cuda` (real sizes).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Output folder (default `results/bench/<backend>-<date>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Float dtype of q/k/v and the model: f32, bf16, f16 (default: f32 on cpu, bf16 on GPUs).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Timed repetitions per row (median reported), after one warm-up run.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Write the cost table the search uses (`--cost-table`, default
+    /// `<out>/cost_table.ron`) from the attention measurements.
+    #[arg(long)]
+    pub calibrate: bool,
+    /// Where `--calibrate` writes the cost table.
+    #[arg(long)]
+    pub cost_table: Option<PathBuf>,
+    /// Skip the denoiser-step suite.
+    #[arg(long)]
+    pub skip_model: bool,
+    /// Skip the attention suite.
+    #[arg(long)]
+    pub skip_attention: bool,
+    /// Use this plan for the denoiser step instead of the synthetic mixed plan.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// Device name recorded in the report (e.g. from nvidia-smi).
+    #[arg(long, default_value = "")]
+    pub device_name: String,
+}
+
+/// One attention measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttnRow {
+    /// Case (model and resolution).
+    pub case: String,
+    /// Sequence length.
+    pub tokens: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// `dense`, a pattern kind, or `burn_builtin` (Burn's own attention).
+    pub pattern: String,
+    /// Pattern parameters.
+    pub params: String,
+    /// Block density.
+    pub density: f64,
+    /// Median time (ms).
+    pub ms: f64,
+    /// Computed FLOP per second (4 * computed pairs * head_dim * heads / time), TFLOP/s.
+    pub tflops: f64,
+    /// Time / our dense time of the same case.
+    pub time_vs_dense: f64,
+    /// (Time / dense time) / density: 1.0 = a computed block costs as much as in dense.
+    pub cost_per_block_vs_dense: f64,
+}
+
+/// One denoiser-step measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRow {
+    /// Model and size.
+    pub model: String,
+    /// Self-attention tokens.
+    pub tokens: usize,
+    /// `dense` or `plan`.
+    pub mode: String,
+    /// Mean block density of the plan's attention (1 for dense).
+    pub attention_density: f64,
+    /// Median step time (ms).
+    pub ms: f64,
+    /// Dense time / this time.
+    pub speedup: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+struct Report {
+    backend: String,
+    device: String,
+    dtype: String,
+    date: String,
+    commit: String,
+    command: String,
+    block_size: usize,
+    attention: Vec<AttnRow>,
+    model: Vec<ModelRow>,
+}
+
+struct Case {
+    name: &'static str,
+    layout: VideoLayout,
+    heads: usize,
+    head_dim: usize,
+}
+
+fn cases(gpu: bool) -> Result<Vec<Case>> {
+    let v = |t, h, w| VideoLayout::new(t, h, w);
+    Ok(if gpu {
+        vec![
+            Case {
+                name: "wan2.1-480p",
+                layout: v(21, 30, 52)?,
+                heads: 12,
+                head_dim: 128,
+            },
+            Case {
+                name: "wan2.1-720p",
+                layout: v(21, 45, 80)?,
+                heads: 12,
+                head_dim: 128,
+            },
+            Case {
+                name: "cogvideox1.5",
+                layout: v(11, 48, 85)?.with_text(226, TextPosition::Prefix)?,
+                heads: 48,
+                head_dim: 64,
+            },
+            Case {
+                name: "hunyuanvideo-720p",
+                layout: v(33, 45, 80)?.with_text(256, TextPosition::Suffix)?,
+                heads: 24,
+                head_dim: 128,
+            },
+        ]
+    } else {
+        vec![Case {
+            name: "cpu-4x32x32",
+            layout: v(4, 32, 32)?,
+            heads: 2,
+            head_dim: 64,
+        }]
+    })
+}
+
+/// Patterns measured per case: several densities per kind.
+fn patterns(layout: &VideoLayout) -> Vec<Pattern> {
+    let first_frame = TokenSpan {
+        start: 0.0,
+        end: 1.0 / layout.frames as f64,
+    };
+    let all = layout.frames as u32;
+    vec![
+        Pattern::Diagonal { band: 0.0 },
+        Pattern::Diagonal { band: 0.5 },
+        Pattern::Diagonal { band: 1.0 },
+        Pattern::Diagonal { band: 3.0 },
+        Pattern::MultiDiagonal {
+            spatial_band: 0.02,
+            frame_reach: all,
+        },
+        Pattern::MultiDiagonal {
+            spatial_band: 0.1,
+            frame_reach: all,
+        },
+        Pattern::VerticalStripe {
+            columns: vec![first_frame],
+            band: None,
+        },
+        Pattern::VerticalStripe {
+            columns: vec![first_frame],
+            band: Some(1.0),
+        },
+    ]
+}
+
+fn params(p: &Pattern) -> String {
+    match p {
+        Pattern::Dense | Pattern::Skip => String::new(),
+        Pattern::Diagonal { band } => format!("band={band}"),
+        Pattern::MultiDiagonal {
+            spatial_band,
+            frame_reach,
+        } => {
+            format!("spatial={spatial_band},reach={frame_reach}")
+        }
+        Pattern::VerticalStripe { columns, band } => {
+            format!("columns={},band={band:?}", columns.len())
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median wall time (ms) of `f` over `repeats` runs after one warm-up, with device syncs.
+fn time_ms<B: Backend>(
+    device: &B::Device,
+    repeats: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<f64> {
+    let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
+    f()?;
+    sync()?;
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        sync()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(times))
+}
+
+fn attention_suite<B: SparseAttentionBackend>(
+    device: &B::Device,
+    gpu: bool,
+    dtype: DType,
+    block_size: usize,
+    repeats: usize,
+) -> Result<Vec<AttnRow>> {
+    let mut rows = Vec::new();
+    for case in cases(gpu)? {
+        let n = case.layout.total_tokens();
+        let shape = [1, case.heads, n, case.head_dim];
+        let make =
+            || Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), device).cast(dtype);
+        let (q, k, v) = (make(), make(), make());
+        let opts = AttentionOptions::<B>::default();
+        let run = |layer: &PreparedLayer| -> Result<()> {
+            let out = B::sparse_attention(q.clone(), k.clone(), v.clone(), layer, &opts)?;
+            drop(out);
+            Ok(())
+        };
+        let dense_layer = PreparedLayer::dense(case.heads, &case.layout, block_size)?;
+        let dense_ms = time_ms::<B>(device, repeats, || run(&dense_layer))?;
+        let pairs = |layer: &PreparedLayer| -> f64 {
+            layer
+                .compiled()
+                .tables()
+                .iter()
+                .map(|t| t.computed_pairs() as f64)
+                .sum::<f64>()
+        };
+        let flop =
+            |pairs_per_head: f64| 4.0 * pairs_per_head * case.head_dim as f64 * case.heads as f64;
+        let dense_flop = flop(pairs(&dense_layer));
+        let mut push = |pattern: String, params: String, density: f64, ms: f64, flops: f64| {
+            let row = AttnRow {
+                case: case.name.to_string(),
+                tokens: n,
+                heads: case.heads,
+                head_dim: case.head_dim,
+                pattern,
+                params,
+                density,
+                ms,
+                tflops: flops / (ms * 1e-3) / 1e12,
+                time_vs_dense: ms / dense_ms,
+                cost_per_block_vs_dense: if density > 0.0 {
+                    ms / dense_ms / density
+                } else {
+                    0.0
+                },
+            };
+            eprintln!(
+                "  {:<18} {:<16} {:<28} density {:.3}  {:>9.2} ms  {:>7.3} TFLOP/s  x{:.2} of dense/block",
+                row.case,
+                row.pattern,
+                row.params,
+                row.density,
+                row.ms,
+                row.tflops,
+                row.cost_per_block_vs_dense
+            );
+            rows.push(row);
+        };
+        push("dense".into(), String::new(), 1.0, dense_ms, dense_flop);
+        for p in patterns(&case.layout) {
+            let layer = PreparedLayer::new(&vec![p.clone(); case.heads], &case.layout, block_size)?;
+            let density = layer.compiled().density();
+            let ms = time_ms::<B>(device, repeats, || run(&layer))?;
+            push(
+                p.kind().name().into(),
+                params(&p),
+                density,
+                ms,
+                flop(pairs(&layer) / 1.0),
+            );
+        }
+        // Burn's own (dense) attention on the same tensors, for reference.
+        let burn_ms = time_ms::<B>(device, repeats, || {
+            let out = burn::tensor::module::attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                None,
+                None,
+                Default::default(),
+            );
+            drop(out);
+            Ok(())
+        })?;
+        push(
+            "burn_builtin".into(),
+            "dense".into(),
+            1.0,
+            burn_ms,
+            dense_flop,
+        );
+    }
+    Ok(rows)
+}
+
+/// A plan whose heads cycle through dense, diagonal, multi-diagonal and vertical-stripe
+/// patterns (one in eight heads skipped): a stand-in of stated density for timing when
+/// no searched plan is given.
+fn mixed_plan(config: &WanConfig, layout: VideoLayout, block_size: usize) -> Plan {
+    let first_frame = TokenSpan {
+        start: 0.0,
+        end: 1.0 / layout.frames as f64,
+    };
+    let cycle = [
+        Pattern::Dense,
+        Pattern::Diagonal { band: 1.0 },
+        Pattern::MultiDiagonal {
+            spatial_band: 0.05,
+            frame_reach: layout.frames as u32,
+        },
+        Pattern::VerticalStripe {
+            columns: vec![first_frame],
+            band: Some(0.5),
+        },
+        Pattern::Diagonal { band: 2.0 },
+        Pattern::Dense,
+        Pattern::MultiDiagonal {
+            spatial_band: 0.1,
+            frame_reach: 4,
+        },
+        Pattern::Skip,
+    ];
+    let layers = (0..config.layers)
+        .map(|l| {
+            (0..config.heads)
+                .map(|h| cycle[(l + h) % cycle.len()].clone())
+                .collect()
+        })
+        .collect();
+    let mut plan = Plan::dense(
+        ModelInfo {
+            id: "wan2.1-t2v".into(),
+            config_hash: "none".into(),
+            layers: config.layers,
+            heads: config.heads,
+            head_dim: config.head_dim,
+        },
+        layout,
+        1,
+        Provenance {
+            weights: "synthetic".into(),
+            weights_hash: None,
+            synthetic: true,
+            date: iso_date_utc(std::time::SystemTime::now()),
+            tool_version: format!("xtask bench {}", env!("CARGO_PKG_VERSION")),
+            notes: "fixed mixed pattern cycle for timing, not a searched plan".into(),
+        },
+    );
+    plan.block_size = block_size;
+    plan.ranges = vec![StepRange {
+        start: 0,
+        end: 1,
+        layers,
+    }];
+    plan
+}
+
+fn tiny_wan() -> Result<WanConfig> {
+    Ok(WanConfigJson {
+        num_attention_heads: 4,
+        attention_head_dim: 32,
+        text_dim: 64,
+        ffn_dim: 256,
+        num_layers: 2,
+        ..Default::default()
+    }
+    .into_config()?)
+}
+
+fn model_suite<B: SparseAttentionBackend>(
+    device: &B::Device,
+    gpu: bool,
+    dtype: DType,
+    block_size: usize,
+    repeats: usize,
+    plan_path: Option<&Path>,
+) -> Result<Vec<ModelRow>> {
+    let (name, config, [f, h, w], text_len) = if gpu {
+        (
+            "wan2.1-t2v-1.3b 480p x 81f",
+            WanConfig::wan2_1_t2v_1_3b(),
+            [21, 60, 104],
+            512,
+        )
+    } else {
+        (
+            "wan tiny (2 layers, 4x32) 8x32x32",
+            tiny_wan()?,
+            [8, 32, 32],
+            16,
+        )
+    };
+    eprintln!("building {name} with random weights ({dtype:?}) ...");
+    let model = WanTransformer3DModel::<B>::random(&config, 0, dtype, device)?;
+    let layout = model.layout(f, h, w)?;
+    let plan = match plan_path {
+        Some(p) => Plan::load(p).with_context(|| format!("loading plan {}", p.display()))?,
+        None => mixed_plan(&config, layout, block_size),
+    };
+    let latents = Tensor::<B, 5>::random(
+        [1, config.in_channels, f, h, w],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    )
+    .cast(dtype);
+    let text = Tensor::<B, 3>::random(
+        [1, text_len, config.text_dim],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    )
+    .cast(dtype);
+    let timestep = Tensor::<B, 1>::from_floats([500.0], device);
+    let mut rows = Vec::new();
+    let mut dense_ms = 0.0;
+    for mode in ["dense", "plan"] {
+        let ctx = model.attention_context(f, h, w, (mode == "plan").then_some(&plan))?;
+        let density = match ctx.plan() {
+            None => 1.0,
+            Some(p) => {
+                let per_layer: Vec<f64> = (0..config.layers)
+                    .map(|l| p.layer(0, l).map(|x| x.compiled().density()))
+                    .collect::<Result<_, _>>()?;
+                per_layer.iter().sum::<f64>() / per_layer.len() as f64
+            }
+        };
+        let ms = time_ms::<B>(device, repeats, || {
+            let out = model.forward(latents.clone(), timestep.clone(), text.clone(), &ctx)?;
+            drop(out);
+            Ok(())
+        })?;
+        if mode == "dense" {
+            dense_ms = ms;
+        }
+        eprintln!("  {name} {mode}: {ms:.1} ms (attention density {density:.3})");
+        rows.push(ModelRow {
+            model: name.to_string(),
+            tokens: layout.total_tokens(),
+            mode: mode.into(),
+            attention_density: density,
+            ms,
+            speedup: dense_ms / ms,
+        });
+    }
+    Ok(rows)
+}
+
+fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Benchmark: {} ({})\n", r.backend, r.device);
+    let _ = writeln!(
+        s,
+        "- date {}, commit {}, dtype {}, block size {}\n- command: `{}`\n",
+        r.date, r.commit, r.dtype, r.block_size, r.command
+    );
+    if !r.attention.is_empty() {
+        let _ = writeln!(s, "## Attention (one layer, batch 1)\n");
+        let _ = writeln!(
+            s,
+            "| case | pattern | params | density | ms | TFLOP/s (computed) | time / dense | per-block cost vs dense |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        for a in &r.attention {
+            let _ = writeln!(
+                s,
+                "| {} ({}x{}x{}) | {} | {} | {:.3} | {:.2} | {:.3} | {:.3} | {:.2} |",
+                a.case,
+                a.heads,
+                a.tokens,
+                a.head_dim,
+                a.pattern,
+                a.params,
+                a.density,
+                a.ms,
+                a.tflops,
+                a.time_vs_dense,
+                a.cost_per_block_vs_dense
+            );
+        }
+    }
+    if !r.model.is_empty() {
+        let _ = writeln!(s, "\n## Denoiser step (random weights, batch 1)\n");
+        let _ = writeln!(s, "| model | tokens | attention | density | ms | speedup |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for m in &r.model {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.3} | {:.1} | {:.2}x |",
+                m.model, m.tokens, m.mode, m.attention_density, m.ms, m.speedup
+            );
+        }
+    }
+    s
+}
+
+/// A small SVG scatter chart: time / dense against density, one colour per pattern kind.
+fn svg_chart(rows: &[AttnRow]) -> String {
+    let (w, h, pad) = (640.0, 420.0, 50.0);
+    let kinds = [
+        "diagonal",
+        "multi_diagonal",
+        "vertical_stripe",
+        "dense",
+        "burn_builtin",
+    ];
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#000000", "#9467bd"];
+    let x = |d: f64| pad + d.clamp(0.0, 1.0) * (w - 2.0 * pad);
+    let ymax = rows.iter().map(|r| r.time_vs_dense).fold(1.2f64, f64::max);
+    let y = |t: f64| h - pad - (t / ymax) * (h - 2.0 * pad);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#aaa\" stroke-dasharray=\"4\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">block density</text>\n\
+         <text x=\"12\" y=\"{}\" transform=\"rotate(-90 12 {})\" text-anchor=\"middle\">time / dense time</text>\n",
+        h - pad,
+        w - pad,
+        h - pad,
+        h - pad,
+        x(0.0),
+        y(0.0),
+        x(1.0),
+        y(1.0),
+        w / 2.0,
+        h - 12.0,
+        h / 2.0,
+        h / 2.0
+    );
+    for (i, (k, c)) in kinds.iter().zip(colors).enumerate() {
+        let _ = writeln!(
+            s,
+            "<circle cx=\"{}\" cy=\"{}\" r=\"4\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{k}</text>",
+            w - 170.0,
+            pad + 16.0 * i as f64,
+            w - 160.0,
+            pad + 4.0 + 16.0 * i as f64
+        );
+    }
+    for r in rows {
+        let Some(i) = kinds.iter().position(|k| *k == r.pattern) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{}\" fill-opacity=\"0.75\"><title>{} {} {} {:.2} ms</title></circle>",
+            x(r.density),
+            y(r.time_vs_dense),
+            colors[i],
+            r.case,
+            r.pattern,
+            r.params,
+            r.ms
+        );
+    }
+    for t in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{t}</text>",
+            x(t),
+            h - pad + 16.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn calibrate(rows: &[AttnRow], device: &str, dtype: &str, block_size: usize) -> Result<CostTable> {
+    let entries: Vec<CostEntry> = rows
+        .iter()
+        .filter(|r| r.pattern != "burn_builtin" && r.density > 0.0)
+        .map(|r| -> Result<CostEntry> {
+            let kind = match r.pattern.as_str() {
+                "dense" => vdit_patterns::PatternKind::Dense,
+                "diagonal" => vdit_patterns::PatternKind::Diagonal,
+                "multi_diagonal" => vdit_patterns::PatternKind::MultiDiagonal,
+                "vertical_stripe" => vdit_patterns::PatternKind::VerticalStripe,
+                other => anyhow::bail!("unexpected pattern {other}"),
+            };
+            Ok(CostEntry {
+                kind,
+                head_dim: r.head_dim,
+                tokens: r.tokens,
+                heads: r.heads,
+                density: r.density,
+                latency_us: r.ms * 1e3,
+            })
+        })
+        .collect::<Result<_>>()?;
+    // Launch overhead: a share of the sparsest launch (band-0 diagonal), bounded so that it
+    // never exceeds the smallest measured latency.
+    let min_us = entries
+        .iter()
+        .map(|e| e.latency_us)
+        .fold(f64::INFINITY, f64::min);
+    Ok(CostTable {
+        version: COST_TABLE_VERSION,
+        device: device.to_string(),
+        dtype: dtype.to_string(),
+        block_size,
+        launch_overhead_us: (0.5 * min_us).min(20.0),
+        date: iso_date_utc(std::time::SystemTime::now()),
+        tool_version: format!("xtask bench {}", env!("CARGO_PKG_VERSION")),
+        notes: "measured by `cargo xtask bench --calibrate`; launch overhead estimated".into(),
+        entries,
+    })
+}
+
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
 
 /// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask bench` is not implemented yet (issue #9)")
+pub fn run(args: Args) -> Result<()> {
+    let gpu = args.backend != BackendKind::Cpu;
+    let dtype_name = args
+        .dtype
+        .clone()
+        .unwrap_or_else(|| if gpu { "bf16" } else { "f32" }.into());
+    let dtype = vdit_models::parse_dtype(&dtype_name)?;
+    let block_size = if gpu { 128 } else { 64 };
+    let date = iso_date_utc(std::time::SystemTime::now());
+    let backend_name = format!("{:?}", args.backend).to_lowercase();
+    let out = args.out.clone().unwrap_or_else(|| {
+        super::project_root()
+            .join("results/bench")
+            .join(format!("{backend_name}-{date}"))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let device_name = if args.device_name.is_empty() {
+        if gpu {
+            "gpu (name not given)".into()
+        } else {
+            "cpu".to_string()
+        }
+    } else {
+        args.device_name.clone()
+    };
+    let (attention, model) = with_backend!(args.backend, |B, device| {
+        let attention = if args.skip_attention {
+            Vec::new()
+        } else {
+            eprintln!("attention suite ({backend_name}, {dtype_name}, block {block_size}) ...");
+            attention_suite::<B>(&device, gpu, dtype, block_size, args.repeats)?
+        };
+        let model = if args.skip_model {
+            Vec::new()
+        } else {
+            eprintln!("denoiser step suite ...");
+            model_suite::<B>(
+                &device,
+                gpu,
+                dtype,
+                block_size,
+                args.repeats,
+                args.plan.as_deref(),
+            )?
+        };
+        (attention, model)
+    });
+    let report = Report {
+        backend: backend_name,
+        device: device_name.clone(),
+        dtype: dtype_name.clone(),
+        date,
+        commit: git_commit(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        block_size,
+        attention,
+        model,
+    };
+    let md = markdown(&report);
+    write_atomic(
+        &out.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    write_atomic(&out.join("report.md"), md.as_bytes())?;
+    write_atomic(
+        &out.join("attention.svg"),
+        svg_chart(&report.attention).as_bytes(),
+    )?;
+    if args.calibrate {
+        let table = calibrate(&report.attention, &device_name, &dtype_name, block_size)?;
+        let path = args
+            .cost_table
+            .clone()
+            .unwrap_or_else(|| out.join("cost_table.ron"));
+        table.save(&path)?;
+        eprintln!("cost table written to {}", path.display());
+    }
+    println!("{md}");
+    eprintln!("report written to {}", out.display());
+    Ok(())
 }

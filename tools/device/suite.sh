@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# End-to-end GPU suite, run on the GPU machine from the repository root with a prebuilt
+# `xtask` binary in .device/ (built on the CPU machine with
+# `cargo build -p xtask --features cuda` and copied to .device/xtask).
+#   1. `xtask bench --backend cuda --calibrate`: attention at the real sizes (dense, each
+#      pattern at several densities, Burn's built-in attention) and the Wan2.1-1.3B
+#      denoiser step at 480p x 81 frames (random bf16 weights), dense and with a plan;
+#      writes the cost table.
+#   2. Peak GPU memory of the denoiser steps, sampled with nvidia-smi.
+# Usage: OUT=dir bash tools/device/suite.sh [attention|model|all]
+set -u
+OUT=${OUT:-/tmp/suite_out}
+mkdir -p "$OUT"
+WHAT=${1:-all}
+BIN=${BIN:-.device}
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+{
+  date -u +%FT%TZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  nvcc --version | tail -2
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+sample_memory() { # sample used GPU memory (MiB) every 50 ms into $1 until killed
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 > "$1" 2>/dev/null &
+  echo $!
+}
+
+if [[ $WHAT == attention || $WHAT == all ]]; then
+  echo "== attention suite + calibrate"
+  timeout 300 ./$BIN/xtask bench --backend cuda --skip-model --calibrate --repeats 3 \
+    --device-name "$GPU" --out "$OUT/attention" 2> "$OUT/attention.log" > /dev/null
+  echo "rc=$?"; tail -3 "$OUT/attention.log"
+fi
+
+if [[ $WHAT == model || $WHAT == all ]]; then
+  echo "== Wan2.1-1.3B step at 480p x 81 frames (bf16, random weights)"
+  PLAN_ARGS=""
+  [[ -n "${PLAN:-}" ]] && PLAN_ARGS="--plan $PLAN"
+  pid=$(sample_memory "$OUT/model_mem.txt")
+  timeout 300 ./$BIN/xtask bench --backend cuda --skip-attention --repeats 2 $PLAN_ARGS \
+    --device-name "$GPU" --out "$OUT/model" 2> "$OUT/model.log" > /dev/null
+  echo "rc=$?"; kill "$pid" 2>/dev/null
+  tail -4 "$OUT/model.log"
+  echo "peak GPU memory used (MiB): $(sort -n "$OUT/model_mem.txt" | tail -1)"
+fi
