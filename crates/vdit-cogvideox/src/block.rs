@@ -45,7 +45,12 @@ impl<B: Backend> LayerNormZero<B> {
 
     /// # Shapes
     /// `video` `[B, N, D]`, `text` `[B, L, D]`, `emb` `[B, E]`.
-    pub fn forward(&self, video: Tensor<B, 3>, text: Tensor<B, 3>, emb: Tensor<B, 2>) -> Modulated<B> {
+    pub fn forward(
+        &self,
+        video: Tensor<B, 3>,
+        text: Tensor<B, 3>,
+        emb: Tensor<B, 2>,
+    ) -> Modulated<B> {
         let m = self.linear.forward(silu(emb));
         let [b, six_d] = m.dims();
         let d = six_d / 6;
@@ -103,7 +108,9 @@ impl<B: Backend> CogVideoXBlock<B> {
         B: SparseAttentionBackend,
     {
         let m = self.norm1.forward(video.clone(), text.clone(), emb.clone());
-        let (attn_t, attn_v) = self.attn1.forward(m.text, m.video, rope_tables, ctx, layer)?;
+        let (attn_t, attn_v) = self
+            .attn1
+            .forward(m.text, m.video, rope_tables, ctx, layer)?;
         let video = video + m.gate * attn_v;
         let text = text + m.enc_gate * attn_t;
 

@@ -29,7 +29,11 @@ impl LatentFrames {
     ///
     /// # Errors
     /// [`ModelError::Input`] when `num_frames` is 0 or a factor is 0.
-    pub fn new(num_frames: usize, temporal_compression: usize, patch_size_t: usize) -> Result<Self> {
+    pub fn new(
+        num_frames: usize,
+        temporal_compression: usize,
+        patch_size_t: usize,
+    ) -> Result<Self> {
         if num_frames == 0 || temporal_compression == 0 || patch_size_t == 0 {
             return Err(ModelError::Input(format!(
                 "num_frames {num_frames}, temporal compression {temporal_compression} and patch_size_t {patch_size_t} must be positive"

@@ -14,7 +14,10 @@ use vdit_models::{DiffusersConfig, ModelError};
 const CASE: &str = "b2_f4_8x8_t2even";
 const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
 
-fn tampered(edit: impl FnOnce(&mut TensorMap), config: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+fn tampered(
+    edit: impl FnOnce(&mut TensorMap),
+    config: impl FnOnce(&mut serde_json::Value),
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture(CASE);
     let mut cfg: serde_json::Value =
@@ -53,10 +56,21 @@ fn missing_key_names_the_key() {
 
 #[test]
 fn unexpected_and_misshapen_keys_are_named() {
-    let dir = tampered(|m| m.insert("ofs_embedding.linear_1.weight", TensorData::new(vec![0f32; 4], [2, 2])), |_| {});
+    let dir = tampered(
+        |m| {
+            m.insert(
+                "ofs_embedding.linear_1.weight",
+                TensorData::new(vec![0f32; 4], [2, 2]),
+            )
+        },
+        |_| {},
+    );
     let err = load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("ofs_embedding.linear_1.weight"), "{err}");
-    let dir = tampered(|m| m.insert("proj_out.bias", TensorData::new(vec![0f32; 7], [7])), |_| {});
+    let dir = tampered(
+        |m| m.insert("proj_out.bias", TensorData::new(vec![0f32; 7], [7])),
+        |_| {},
+    );
     let err = load(dir.path()).unwrap_err();
     assert!(
         matches!(&err, ModelError::ShapeMismatch { key, .. } if key == "proj_out.bias"),
@@ -71,7 +85,11 @@ fn unsupported_configs_are_rejected() {
         ("use_rotary_positional_embeddings", false.into(), "RoPE"),
         ("attention_head_dim", 8.into(), "multiple of 16"),
         ("ofs_embed_dim", 512.into(), "I2V"),
-        ("_class_name", "WanTransformer3DModel".into(), "CogVideoXTransformer3DModel"),
+        (
+            "_class_name",
+            "WanTransformer3DModel".into(),
+            "CogVideoXTransformer3DModel",
+        ),
     ] {
         let dir = tampered(|_| {}, |c| c[key] = value.clone());
         let err = load(dir.path()).unwrap_err().to_string();
@@ -85,7 +103,10 @@ fn real_preset_matches_the_checkpoint_config() {
     assert_eq!((c.layers, c.heads, c.head_dim, c.dim), (42, 48, 64, 3072));
     assert_eq!(c.rope_axes, [16, 24, 24]);
     assert_eq!(c.rope_max_grid, [150, 150]);
-    assert_eq!((c.patch_size, c.patch_size_t, c.time_embed_dim), (2, 2, 512));
+    assert_eq!(
+        (c.patch_size, c.patch_size_t, c.time_embed_dim),
+        (2, 2, 512)
+    );
     assert_eq!(CogVideoXConfig::preset("CogVideoX1.5-5B").unwrap(), c);
     assert!(CogVideoXConfig::preset("cogvideox-2b").is_err());
     // The fixture config parses to the same runtime config as the JSON mirror.
@@ -115,15 +136,24 @@ fn random_weights_model_runs_and_bad_inputs_are_errors() {
     let x = Tensor::<B, 5>::ones([1, 2, 4, 4, 4], &device);
     let t = Tensor::<B, 1>::from_floats([500.0], &device);
     let text = Tensor::<B, 3>::ones([1, 3, 8], &device);
-    let y = model.forward(x.clone(), t.clone(), text.clone(), &ctx).unwrap();
+    let y = model
+        .forward(x.clone(), t.clone(), text.clone(), &ctx)
+        .unwrap();
     assert_eq!(y.dims(), [1, 2, 4, 4, 4]);
     // Odd latent frame count: a typed error (the pipeline pads first).
-    assert!(matches!(model.attention_context(3, 4, 4, 3, None), Err(ModelError::Input(_))));
+    assert!(matches!(
+        model.attention_context(3, 4, 4, 3, None),
+        Err(ModelError::Input(_))
+    ));
     // Wrong channel dim ([B, C, F, H, W] instead of [B, F, C, H, W]).
     let bad = Tensor::<B, 5>::ones([1, 4, 2, 4, 4], &device);
     assert!(model.forward(bad, t.clone(), text.clone(), &ctx).is_err());
     // Wrong text width, and a context for another layout.
-    assert!(model.forward(x.clone(), t.clone(), Tensor::ones([1, 3, 5], &device), &ctx).is_err());
+    assert!(
+        model
+            .forward(x.clone(), t.clone(), Tensor::ones([1, 3, 5], &device), &ctx)
+            .is_err()
+    );
     let other = model.attention_context(2, 4, 4, 4, None).unwrap();
     assert!(model.forward(x, t, text, &other).is_err());
 }

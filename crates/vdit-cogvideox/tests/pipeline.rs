@@ -13,7 +13,8 @@ use vdit_models::samplers::{CogVideoXDdim, CogVideoXDpm, Sampler};
 
 fn run(name: &str, sampler: &mut dyn Sampler<B>, guidance: Guidance, frames: usize) {
     let device = Default::default();
-    let model = CogVideoXTransformer3DModel::<B>::load(&fixture(name), DType::F32, &device).unwrap();
+    let model =
+        CogVideoXTransformer3DModel::<B>::load(&fixture(name), DType::F32, &device).unwrap();
     let inp = inputs(name);
     let want_t: Vec<i64> = inp
         .require("timesteps")
@@ -28,9 +29,14 @@ fn run(name: &str, sampler: &mut dyn Sampler<B>, guidance: Guidance, frames: usi
     let lf = LatentFrames::new(frames, 4, model.config.patch_size_t).unwrap();
     let latents: Tensor<B, 5> = inp.float("latents", DType::F32, &device).unwrap();
     let [_, f, _, h, w] = latents.dims();
-    assert_eq!(f, lf.padded, "{name}: the fixture's latents are padded like the pipeline's");
+    assert_eq!(
+        f, lf.padded,
+        "{name}: the fixture's latents are padded like the pipeline's"
+    );
     let pos: Tensor<B, 3> = inp.float("prompt_embeds", DType::F32, &device).unwrap();
-    let neg: Tensor<B, 3> = inp.float("negative_prompt_embeds", DType::F32, &device).unwrap();
+    let neg: Tensor<B, 3> = inp
+        .float("negative_prompt_embeds", DType::F32, &device)
+        .unwrap();
     let ctx = model
         .attention_context(f, h, w, pos.dims()[1], None)
         .unwrap();
@@ -45,7 +51,9 @@ fn run(name: &str, sampler: &mut dyn Sampler<B>, guidance: Guidance, frames: usi
         guidance,
         &ctx,
         &mut |i, x| {
-            let want: Tensor<B, 5> = out.float(&format!("latents.{i}"), DType::F32, &device).unwrap();
+            let want: Tensor<B, 5> = out
+                .float(&format!("latents.{i}"), DType::F32, &device)
+                .unwrap();
             let err = rel_l2(x.clone(), want);
             worst = worst.max(err);
             assert!(err <= 1e-4, "{name} step {i}: relative L2 error {err:.3e}");
@@ -67,12 +75,23 @@ fn dpm_dynamic_cfg_odd_latent_frames_matches_pipeline() {
     let inp = inputs(name);
     let mut s = CogVideoXDpm::<B>::new(4).unwrap();
     for i in 0..4 {
-        s.push_noise(inp.float(&format!("noise.{i}"), DType::F32, &Default::default()).unwrap());
+        s.push_noise(
+            inp.float(&format!("noise.{i}"), DType::F32, &Default::default())
+                .unwrap(),
+        );
     }
     // 9 video frames -> 3 latent frames, padded to 4.
     let lf = LatentFrames::new(9, 4, 2).unwrap();
     assert_eq!((lf.latent, lf.padded, lf.additional), (3, 4, 1));
-    run(name, &mut s, Guidance { scale: 6.0, dynamic: true }, 9);
+    run(
+        name,
+        &mut s,
+        Guidance {
+            scale: 6.0,
+            dynamic: true,
+        },
+        9,
+    );
 }
 
 #[test]
@@ -80,7 +99,15 @@ fn ddim_static_cfg_even_latent_frames_matches_pipeline() {
     let mut s = CogVideoXDdim::new(3).unwrap();
     let lf = LatentFrames::new(5, 4, 2).unwrap();
     assert_eq!((lf.latent, lf.padded, lf.additional), (2, 2, 0));
-    run("pipeline_ddim_cfg_even2", &mut s, Guidance { scale: 5.0, dynamic: false }, 5);
+    run(
+        "pipeline_ddim_cfg_even2",
+        &mut s,
+        Guidance {
+            scale: 5.0,
+            dynamic: false,
+        },
+        5,
+    );
 }
 
 #[test]
@@ -94,27 +121,49 @@ fn latent_frames_of_the_real_settings() {
 
 #[test]
 fn dynamic_guidance_follows_the_pipeline_formula() {
-    let g = Guidance { scale: 6.0, dynamic: true };
+    let g = Guidance {
+        scale: 6.0,
+        dynamic: true,
+    };
     // t is the timestep value: 1 + 6 (1 - cos(pi ((50 - 999)/50)^5)) / 2.
     let x: f64 = (50.0 - 999.0) / 50.0;
     let want = 1.0 + 6.0 * (1.0 - (std::f64::consts::PI * x.powf(5.0)).cos()) / 2.0;
     assert_eq!(g.scale_at(999.0, 50), want);
-    assert_eq!(Guidance { scale: 6.0, dynamic: false }.scale_at(999.0, 50), 6.0);
-    assert!(!Guidance { scale: 1.0, dynamic: false }.enabled());
+    assert_eq!(
+        Guidance {
+            scale: 6.0,
+            dynamic: false
+        }
+        .scale_at(999.0, 50),
+        6.0
+    );
+    assert!(
+        !Guidance {
+            scale: 1.0,
+            dynamic: false
+        }
+        .enabled()
+    );
 }
 
 #[test]
 fn guidance_without_negative_embeds_is_an_error() {
     let name = "pipeline_ddim_cfg_even2";
     let device = Default::default();
-    let model = CogVideoXTransformer3DModel::<B>::load(&fixture(name), DType::F32, &device).unwrap();
+    let model =
+        CogVideoXTransformer3DModel::<B>::load(&fixture(name), DType::F32, &device).unwrap();
     let inp = inputs(name);
     let latents: Tensor<B, 5> = inp.float("latents", DType::F32, &device).unwrap();
     let pos: Tensor<B, 3> = inp.float("prompt_embeds", DType::F32, &device).unwrap();
     let [_, f, _, h, w] = latents.dims();
-    let ctx = model.attention_context(f, h, w, pos.dims()[1], None).unwrap();
+    let ctx = model
+        .attention_context(f, h, w, pos.dims()[1], None)
+        .unwrap();
     let mut s = CogVideoXDdim::new(2).unwrap();
-    let g = Guidance { scale: 6.0, dynamic: false };
+    let g = Guidance {
+        scale: 6.0,
+        dynamic: false,
+    };
     let err = denoise(&model, &mut s, latents, pos, None, g, &ctx, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("negative_prompt_embeds"), "{err}");
 }

@@ -65,7 +65,10 @@ fn all_dense_plan_equals_dense_model_and_diffusers() {
         .forward_inputs(&inputs(CASE), Some(&plan(2, 3, 16)), &device)
         .unwrap();
     let diff = rel_l2(planned.clone(), dense);
-    assert!(diff <= 1e-6, "dense plan differs from dense model: {diff:.3e}");
+    assert!(
+        diff <= 1e-6,
+        "dense plan differs from dense model: {diff:.3e}"
+    );
     assert!(rel_l2(planned, expected(CASE)) <= 1e-4);
 }
 
@@ -74,7 +77,11 @@ fn sparse_plan_runs_and_changes_the_output() {
     let device = Default::default();
     let model = load();
     let mut p = plan(2, 3, 16);
-    p.ranges[0].layers[0] = vec![Pattern::Diagonal { band: 0.1 }, Pattern::Skip, Pattern::Dense];
+    p.ranges[0].layers[0] = vec![
+        Pattern::Diagonal { band: 0.1 },
+        Pattern::Skip,
+        Pattern::Dense,
+    ];
     p.ranges[0].layers[1] = vec![
         Pattern::MultiDiagonal {
             spatial_band: 0.05,
@@ -91,7 +98,10 @@ fn sparse_plan_runs_and_changes_the_output() {
     let values: Vec<f32> = sparse.clone().into_data().into_vec().unwrap();
     assert!(values.iter().all(|v| v.is_finite()));
     let diff = rel_l2(sparse, dense);
-    assert!(diff > 1e-3, "sparse plan should change the output (rel diff {diff:.3e})");
+    assert!(
+        diff > 1e-3,
+        "sparse plan should change the output (rel diff {diff:.3e})"
+    );
 }
 
 #[test]

@@ -140,5 +140,8 @@ fn dpm_rejects_out_of_order_steps_and_bad_noise() {
     let mut s = CogVideoXDpm::<B>::new(4).unwrap();
     let y = s.step(x.clone(), 0, x).unwrap();
     let v: Vec<f32> = y.into_data().into_vec().unwrap();
-    assert!(v.iter().all(|v| v.is_finite()), "backend-RNG noise step is finite");
+    assert!(
+        v.iter().all(|v| v.is_finite()),
+        "backend-RNG noise step is finite"
+    );
 }
