@@ -1,7 +1,7 @@
 //! The single launch per layer.
 
-use crate::kernel::{portable, tensor_core};
-use crate::path::{prefetch_v, select_path, tc_warps};
+use crate::kernel::{mma, portable, tensor_core};
+use crate::path::{TcEngine, engine_for, prefetch_v, select_path, tc_async, tc_warps};
 use crate::validate::validate;
 use crate::{DeviceLayer, KernelError, KernelPath, SparseAttention};
 use cubecl::prelude::*;
@@ -126,6 +126,35 @@ pub fn launch<R: Runtime>(
     unsafe {
         let arr = |h: &Handle, len: usize| ArrayArg::from_raw_parts(h.clone(), len);
         match path {
+            KernelPath::TensorCore if engine_for(client, problem) == TcEngine::Mma => {
+                mma::sparse_attn_mma::launch_unchecked::<R>(
+                    client,
+                    count,
+                    CubeDim::new_2d(32, tc_warps(block_size) as u32),
+                    8,
+                    arr(bufs.q, n),
+                    arr(bufs.k, n),
+                    arr(bufs.v, n),
+                    arr(&mask.0, mask.1),
+                    arr(bufs.out, n),
+                    arr(&lse.0, lse.1),
+                    arr(&layer.head_info, m.heads * 4),
+                    arr(&layer.row_ptr, layer.rp_len),
+                    arr(&layer.col_idx, layer.col_len),
+                    arr(&layer.perm, layer.perm_len),
+                    tokens,
+                    heads,
+                    scale,
+                    f32::NEG_INFINITY,
+                    problem.head_dim,
+                    block_size,
+                    problem.key_padding.is_some(),
+                    problem.want_lse,
+                    tc_warps(block_size),
+                    tc_async(),
+                    dtypes,
+                )
+            }
             KernelPath::TensorCore => tensor_core::sparse_attn_tc::launch_unchecked::<R>(
                 client,
                 count,

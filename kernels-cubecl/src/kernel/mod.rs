@@ -2,6 +2,7 @@
 //! (see [`crate::DeviceLayer`]); masked scores use a finite sentinel instead of `-inf`
 //! because WGSL does not guarantee IEEE infinities.
 
+pub(crate) mod mma;
 pub(crate) mod portable;
 pub(crate) mod tensor_core;
 
