@@ -136,20 +136,21 @@ fn issue_kv<F: Float, N: Size>(
         // Scalar offset into the scalar shared array: the emitted copy adds the slice's raw
         // offset to the array's scalar pointer, so the destination must not be vectorized.
         let dst = off + rr as usize * stride + c as usize * vn;
-        let mut kd = unsafe { sk.slice_mut(dst, dst + vn).downcast_unchecked::<Vector<F, N>>() };
-        let mut vd = unsafe { sv.slice_mut(dst, dst + vn).downcast_unchecked::<Vector<F, N>>() };
+        let mut kd = unsafe {
+            sk.slice_mut(dst, dst + vn)
+                .downcast_unchecked::<Vector<F, N>>()
+        };
+        let mut vd = unsafe {
+            sv.slice_mut(dst, dst + vn)
+                .downcast_unchecked::<Vector<F, N>>()
+        };
         copy_async(&k.slice(src, src + 1), &mut kd, comptime!(vn as u32));
         copy_async(&v.slice(src, src + 1), &mut vd, comptime!(vn as u32));
     }
 }
 
 #[cube]
-fn tile_k0(
-    col_idx: &Array<u32>,
-    start: u32,
-    i: u32,
-    #[comptime] block_size: usize,
-) -> u32 {
+fn tile_k0(col_idx: &Array<u32>, start: u32, i: u32, #[comptime] block_size: usize) -> u32 {
     let sub = comptime!(block_size / BK) as u32;
     let kb = col_idx[(start + i / sub) as usize];
     kb * block_size as u32 + (i % sub) * BK as u32
@@ -170,7 +171,6 @@ fn pair<F: Float>(r: &Array<Vector<F, V2>>, #[comptime] first: usize) -> Array<V
     a[1] = r[first + 1];
     a
 }
-
 
 /// One 64-key tile: `S = Q K^T`, online softmax in registers, `O += P V`. `st` holds
 /// `[m_g, m_g8, l_g, l_g8]` (running maxima of rows `g`, `g + 8` and this lane's partial sums).
@@ -205,132 +205,120 @@ fn attend_tile<F: Float, M: Int>(
     let dn = comptime!(head_dim / 8);
     let kn = comptime!(BK / 8);
     let kk16 = comptime!(BK / 16);
-        // S = Q K^T: 8 n tiles of 8 keys.
-        let mut s = Sequence::<Array<Vector<f32, V2>>>::new();
+    // S = Q K^T: 8 n tiles of 8 keys.
+    let mut s = Sequence::<Array<Vector<f32, V2>>>::new();
+    #[unroll]
+    for j in 0..kn {
+        let mut sj = zero_acc();
         #[unroll]
-        for j in 0..kn {
-            let mut sj = zero_acc();
-            #[unroll]
-            for k2 in 0..comptime!(dk / 2) {
-                let o = koff + k_addr + j * 8 * ds + k2 * 32;
-                let r = def.load_matrix::<F, V2>(
-                    &sk.slice(o, o + 8),
-                    MatrixIdent::B,
-                    4usize,
-                    false,
-                );
-                let b0 = pair::<F>(&r, 0usize);
-                let b1 = pair::<F>(&r, 2usize);
-                def.execute_inplace(qf.index(2 * k2), &b0, &mut sj);
-                def.execute_inplace(qf.index(2 * k2 + 1), &b1, &mut sj);
-            }
-            s.push(sj);
+        for k2 in 0..comptime!(dk / 2) {
+            let o = koff + k_addr + j * 8 * ds + k2 * 32;
+            let r = def.load_matrix::<F, V2>(&sk.slice(o, o + 8), MatrixIdent::B, 4usize, false);
+            let b0 = pair::<F>(&r, 0usize);
+            let b1 = pair::<F>(&r, 2usize);
+            def.execute_inplace(qf.index(2 * k2), &b0, &mut sj);
+            def.execute_inplace(qf.index(2 * k2 + 1), &b1, &mut sj);
         }
+        s.push(sj);
+    }
 
-        // Scale and mask (columns k0 + j*8 + 2t + x), row max.
-        let mut mt0 = masked;
-        let mut mt1 = masked;
+    // Scale and mask (columns k0 + j*8 + 2t + x), row max.
+    let mut mt0 = masked;
+    let mut mt1 = masked;
+    #[unroll]
+    for j in 0..kn {
+        let sj = s.index_mut(j);
+        let r0 = sj[0];
+        let r1 = sj[1];
+        let mut n0 = Vector::<f32, V2>::new(0.0f32);
+        let mut n1 = Vector::<f32, V2>::new(0.0f32);
         #[unroll]
-        for j in 0..kn {
-            let sj = s.index_mut(j);
-            let r0 = sj[0];
-            let r1 = sj[1];
-            let mut n0 = Vector::<f32, V2>::new(0.0f32);
-            let mut n1 = Vector::<f32, V2>::new(0.0f32);
-            #[unroll]
-            for x in 0..2usize {
-                let kp = k0 + (j * 8 + x) as u32 + 2 * t;
-                let mut ok = kp < tokens;
-                if comptime!(has_mask) {
-                    let kc = select(ok, kp, 0u32);
-                    let n = natural_mma(kc, permuted, perm);
-                    ok = ok
-                        && key_mask[b as usize * tokens as usize + n as usize]
-                            != M::from_int(0);
-                }
-                let a0 = select(ok, r0[x] * scale, masked);
-                let a1 = select(ok, r1[x] * scale, masked);
-                n0[x] = a0;
-                n1[x] = a1;
-                mt0 = f32::max(mt0, a0);
-                mt1 = f32::max(mt1, a1);
+        for x in 0..2usize {
+            let kp = k0 + (j * 8 + x) as u32 + 2 * t;
+            let mut ok = kp < tokens;
+            if comptime!(has_mask) {
+                let kc = select(ok, kp, 0u32);
+                let n = natural_mma(kc, permuted, perm);
+                ok = ok && key_mask[b as usize * tokens as usize + n as usize] != M::from_int(0);
             }
-            sj[0] = n0;
-            sj[1] = n1;
+            let a0 = select(ok, r0[x] * scale, masked);
+            let a1 = select(ok, r1[x] * scale, masked);
+            n0[x] = a0;
+            n1[x] = a1;
+            mt0 = f32::max(mt0, a0);
+            mt1 = f32::max(mt1, a1);
         }
-        mt0 = f32::max(mt0, plane_shuffle_xor(mt0, 1));
-        mt0 = f32::max(mt0, plane_shuffle_xor(mt0, 2));
-        mt1 = f32::max(mt1, plane_shuffle_xor(mt1, 1));
-        mt1 = f32::max(mt1, plane_shuffle_xor(mt1, 2));
-        let m0 = st[0];
-        let m1 = st[1];
-        let mn0 = f32::max(m0, mt0);
-        let mn1 = f32::max(m1, mt1);
-        let alpha0 = f32::exp(m0 - mn0);
-        let alpha1 = f32::exp(m1 - mn1);
-        st[0] = mn0;
-        st[1] = mn1;
+        sj[0] = n0;
+        sj[1] = n1;
+    }
+    mt0 = f32::max(mt0, plane_shuffle_xor(mt0, 1));
+    mt0 = f32::max(mt0, plane_shuffle_xor(mt0, 2));
+    mt1 = f32::max(mt1, plane_shuffle_xor(mt1, 1));
+    mt1 = f32::max(mt1, plane_shuffle_xor(mt1, 2));
+    let m0 = st[0];
+    let m1 = st[1];
+    let mn0 = f32::max(m0, mt0);
+    let mn1 = f32::max(m1, mt1);
+    let alpha0 = f32::exp(m0 - mn0);
+    let alpha1 = f32::exp(m1 - mn1);
+    st[0] = mn0;
+    st[1] = mn1;
 
-        // P = exp(S - m) in place, partial row sums (reduced at the end).
-        let mut rs0 = 0.0f32;
-        let mut rs1 = 0.0f32;
+    // P = exp(S - m) in place, partial row sums (reduced at the end).
+    let mut rs0 = 0.0f32;
+    let mut rs1 = 0.0f32;
+    #[unroll]
+    for j in 0..kn {
+        let sj = s.index_mut(j);
+        let r0 = sj[0];
+        let r1 = sj[1];
+        let mut p0 = Vector::<f32, V2>::new(0.0f32);
+        let mut p1 = Vector::<f32, V2>::new(0.0f32);
         #[unroll]
-        for j in 0..kn {
-            let sj = s.index_mut(j);
-            let r0 = sj[0];
-            let r1 = sj[1];
-            let mut p0 = Vector::<f32, V2>::new(0.0f32);
-            let mut p1 = Vector::<f32, V2>::new(0.0f32);
-            #[unroll]
-            for x in 0..2usize {
-                let e0 = select(r0[x] > masked_threshold, f32::exp(r0[x] - mn0), 0.0f32);
-                let e1 = select(r1[x] > masked_threshold, f32::exp(r1[x] - mn1), 0.0f32);
-                p0[x] = e0;
-                p1[x] = e1;
-                rs0 += e0;
-                rs1 += e1;
-            }
-            sj[0] = p0;
-            sj[1] = p1;
+        for x in 0..2usize {
+            let e0 = select(r0[x] > masked_threshold, f32::exp(r0[x] - mn0), 0.0f32);
+            let e1 = select(r1[x] > masked_threshold, f32::exp(r1[x] - mn1), 0.0f32);
+            p0[x] = e0;
+            p1[x] = e1;
+            rs0 += e0;
+            rs1 += e1;
         }
-        st[2] = st[2] * alpha0 + rs0;
-        st[3] = st[3] * alpha1 + rs1;
+        sj[0] = p0;
+        sj[1] = p1;
+    }
+    st[2] = st[2] * alpha0 + rs0;
+    st[3] = st[3] * alpha1 + rs1;
 
-        // Rescale O.
-        let va0 = Vector::<f32, V2>::new(alpha0);
-        let va1 = Vector::<f32, V2>::new(alpha1);
-        #[unroll]
-        for j in 0..dn {
-            let aj = acc.index_mut(j);
-            aj[0] = aj[0] * va0;
-            aj[1] = aj[1] * va1;
-        }
+    // Rescale O.
+    let va0 = Vector::<f32, V2>::new(alpha0);
+    let va1 = Vector::<f32, V2>::new(alpha1);
+    #[unroll]
+    for j in 0..dn {
+        let aj = acc.index_mut(j);
+        aj[0] = aj[0] * va0;
+        aj[1] = aj[1] * va1;
+    }
 
-        // O += P V, P straight from the S registers.
+    // O += P V, P straight from the S registers.
+    #[unroll]
+    for kk in 0..kk16 {
+        let sa = s.index(2 * kk);
+        let sb = s.index(2 * kk + 1);
+        let mut pa = Array::<Vector<F, V2>>::new(4usize);
+        pa[0] = Vector::cast_from(sa[0]);
+        pa[1] = Vector::cast_from(sa[1]);
+        pa[2] = Vector::cast_from(sb[0]);
+        pa[3] = Vector::cast_from(sb[1]);
         #[unroll]
-        for kk in 0..kk16 {
-            let sa = s.index(2 * kk);
-            let sb = s.index(2 * kk + 1);
-            let mut pa = Array::<Vector<F, V2>>::new(4usize);
-            pa[0] = Vector::cast_from(sa[0]);
-            pa[1] = Vector::cast_from(sa[1]);
-            pa[2] = Vector::cast_from(sb[0]);
-            pa[3] = Vector::cast_from(sb[1]);
-            #[unroll]
-            for jd in 0..comptime!(dn / 2) {
-                let o = voff + v_addr + kk * 16 * ds + jd * 16;
-                let r = def.load_matrix::<F, V2>(
-                    &sv.slice(o, o + 8),
-                    MatrixIdent::B,
-                    4usize,
-                    true,
-                );
-                let b0 = pair::<F>(&r, 0usize);
-                let b1 = pair::<F>(&r, 2usize);
-                def.execute_inplace(&pa, &b0, acc.index_mut(2 * jd));
-                def.execute_inplace(&pa, &b1, acc.index_mut(2 * jd + 1));
-            }
+        for jd in 0..comptime!(dn / 2) {
+            let o = voff + v_addr + kk * 16 * ds + jd * 16;
+            let r = def.load_matrix::<F, V2>(&sv.slice(o, o + 8), MatrixIdent::B, 4usize, true);
+            let b0 = pair::<F>(&r, 0usize);
+            let b1 = pair::<F>(&r, 2usize);
+            def.execute_inplace(&pa, &b0, acc.index_mut(2 * jd));
+            def.execute_inplace(&pa, &b1, acc.index_mut(2 * jd + 1));
         }
+    }
 }
 
 #[cube(
@@ -406,7 +394,11 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
     } else {
         let def = MmaDefinition::<F, F, f32>::new(16usize, 8usize, 16usize);
         let nbuf = comptime!(if pipelined { 2usize } else { 1usize });
-        let sk_rows = comptime!(if k_rows > nbuf * BK { k_rows } else { nbuf * BK });
+        let sk_rows = comptime!(if k_rows > nbuf * BK {
+            k_rows
+        } else {
+            nbuf * BK
+        });
         let mut sk = SharedMemory::<F>::new_aligned(sk_rows * ds, 16usize);
         let mut sv = SharedMemory::<F>::new_aligned(nbuf * BK * ds, 16usize);
 
@@ -480,8 +472,8 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                         bar1.commit_copy_async();
                     } else {
                         issue_kv::<F, N>(
-                            k, v, &mut sk, &mut sv, 0usize, base_v, p1, tokens, permuted, perm,
-                            BK, head_dim, ds, nthreads,
+                            k, v, &mut sk, &mut sv, 0usize, base_v, p1, tokens, permuted, perm, BK,
+                            head_dim, ds, nthreads,
                         );
                         bar0.commit_copy_async();
                     }
@@ -490,8 +482,8 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                 if k0 < tokens {
                     let off = par as usize * buf;
                     attend_tile::<F, M>(
-                        &def, &sk, &sv, off, off, k_addr, v_addr, &qf, &mut acc, &mut st,
-                        key_mask, perm, permuted, b, t, k0, tokens, scale, head_dim, has_mask,
+                        &def, &sk, &sv, off, off, k_addr, v_addr, &qf, &mut acc, &mut st, key_mask,
+                        perm, permuted, b, t, k0, tokens, scale, head_dim, has_mask,
                     );
                 }
             }
@@ -503,10 +495,12 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                     if k0 < tokens {
                         sync_cube();
                         load_rows_mma::<F, N>(
-                            k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim, ds, nthreads,
+                            k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
+                            nthreads,
                         );
                         load_rows_mma::<F, N>(
-                            v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim, ds, nthreads,
+                            v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
+                            nthreads,
                         );
                         sync_cube();
 
@@ -517,7 +511,6 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                     }
                 }
             }
-
         }
 
         // Epilogue: full row sums, normalise, write rows g and g+8 to natural positions.
