@@ -55,6 +55,7 @@ mod capture;
 pub mod cost;
 mod error;
 pub mod eval;
+mod model;
 mod planted;
 mod report;
 mod search;
@@ -64,6 +65,7 @@ pub use candidates::CandidateConfig;
 pub use capture::{CaptureDtype, CaptureFile, CaptureMeta, write_capture_file};
 pub use cost::{AnalyticCost, COST_TABLE_VERSION, CostEntry, CostModel, CostTable, KindEfficiency};
 pub use error::SearchError;
+pub use model::{ModelRunner, ModelSource};
 pub use planted::{Mismatch, PlantedKind, PlantedModel, Recovery};
 pub use report::{DecisionRecord, SearchReport, Totals, iso_date_utc};
 pub use search::{

@@ -83,7 +83,7 @@ pub struct SourceInfo {
 
 /// The decisions made so far during a greedy search, handed to sources whose inputs
 /// depend on them (the paper's mixed output propagated forward).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decided {
     /// `(steps, layers)`: per searched step range, the decided layers in order (layers
     /// not yet decided are absent and run dense).
@@ -104,6 +104,12 @@ impl Decided {
             .find(|(r, _)| r.contains(&step))
             .and_then(|(_, layers)| layers.get(layer))
             .map(|v| v.as_slice())
+    }
+
+    /// Decisions given explicitly: per step range, the patterns of layers `0..n` in
+    /// order (for sources and tests that need to replay a partial search).
+    pub fn from_layers(ranges: Vec<(Range<usize>, Vec<Vec<Pattern>>)>) -> Self {
+        Decided { ranges }
     }
 
     pub(crate) fn push(&mut self, steps: Range<usize>, layer: usize, patterns: Vec<Pattern>) {
