@@ -2,10 +2,11 @@
 //! latents and prompt embeddings): odd-latent-frame padding, batched classifier-free
 //! guidance (static or the dynamic cosine schedule), any [`Sampler`].
 
-use burn::tensor::{DType, Tensor};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Distribution, Tensor};
 use vdit_attention::{AttentionContext, SparseAttentionBackend};
 use vdit_models::nn::to_dtype;
-use vdit_models::samplers::{Sampler, cfg};
+use vdit_models::samplers::{CogVideoXDdim, CogVideoXDpm, Sampler, cfg};
 use vdit_models::{ModelError, Result};
 
 use crate::CogVideoXTransformer3DModel;
@@ -165,4 +166,56 @@ pub fn denoise<B: SparseAttentionBackend>(
         on_step(i, &latents);
     }
     Ok(latents)
+}
+
+/// The two CogVideoX schedulers, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// `CogVideoXDPMScheduler` (the official inference script's choice), `"dpm"`.
+    Dpm,
+    /// `CogVideoXDDIMScheduler` (the scheduler shipped in the diffusers repo), `"ddim"`.
+    Ddim,
+}
+
+impl SamplerKind {
+    /// Parses `dpm` or `ddim`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "dpm" | "cogvideox-dpm" | "dpm++2m" => Ok(SamplerKind::Dpm),
+            "ddim" | "cogvideox-ddim" => Ok(SamplerKind::Ddim),
+            other => Err(ModelError::Config(format!(
+                "unknown CogVideoX sampler `{other}` (use dpm or ddim)"
+            ))),
+        }
+    }
+
+    /// The sampler for `steps` steps with the CogVideoX1.5-5B schedule (v-prediction,
+    /// zero terminal SNR, trailing spacing, `snr_shift_scale` 1.0). The DPM sampler
+    /// draws its noise from the backend RNG (seed it with `B::seed`).
+    pub fn build<B: Backend>(self, steps: usize) -> Result<Box<dyn Sampler<B>>> {
+        Ok(match self {
+            SamplerKind::Dpm => Box::new(CogVideoXDpm::<B>::new(steps)?),
+            SamplerKind::Ddim => Box::new(CogVideoXDdim::new(steps)?),
+        })
+    }
+}
+
+/// Initial noise `[batch, frames.padded, channels, height, width]` (f32, standard
+/// normal from the backend RNG seeded with `seed`; `init_noise_sigma` is 1). Latent
+/// `height`/`width` are the pixel sizes divided by 8 (768x1360 -> 96x170).
+pub fn initial_latents<B: Backend>(
+    batch: usize,
+    frames: LatentFrames,
+    channels: usize,
+    height: usize,
+    width: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Tensor<B, 5> {
+    B::seed(device, seed);
+    Tensor::random(
+        [batch, frames.padded, channels, height, width],
+        Distribution::Normal(0.0, 1.0),
+        (device, DType::F32),
+    )
 }

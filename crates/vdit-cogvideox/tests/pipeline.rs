@@ -167,3 +167,15 @@ fn guidance_without_negative_embeds_is_an_error() {
     let err = denoise(&model, &mut s, latents, pos, None, g, &ctx, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("negative_prompt_embeds"), "{err}");
 }
+
+#[test]
+fn sampler_kinds_and_initial_latents() {
+    use vdit_cogvideox::pipeline::{SamplerKind, initial_latents};
+    let s = SamplerKind::parse("DPM").unwrap().build::<B>(50).unwrap();
+    assert_eq!(s.timesteps().len(), 50);
+    assert_eq!(s.timesteps()[0], 999.0);
+    assert!(SamplerKind::parse("euler").is_err());
+    let lf = LatentFrames::new(9, 4, 2).unwrap();
+    let x = initial_latents::<B>(2, lf, 4, 6, 8, 3, &Default::default());
+    assert_eq!(x.dims(), [2, 4, 4, 6, 8]);
+}
