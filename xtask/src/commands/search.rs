@@ -95,6 +95,43 @@ pub struct Args {
     /// (patterns are layout-relative) [embedded default: 21x30x52, Wan2.1 480p].
     #[arg(long, value_name = "TxHxW")]
     predict_layout: Option<String>,
+    /// Model-driven search (greedy, mixed output propagated through the model): a
+    /// diffusers model directory (Wan2.1 for now).
+    #[arg(long, conflicts_with = "captures", value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// Model-driven search on a preset config with random weights (`wan2.1-t2v-1.3b`,
+    /// `wan2.1-t2v-14b`): for testing the pipeline, the plan is marked synthetic.
+    #[arg(long, conflicts_with_all = ["captures", "model_dir"])]
+    preset: Option<String>,
+    /// Seed of the random weights (with --preset).
+    #[arg(long, default_value_t = 0)]
+    weights_seed: u64,
+    /// Backend of the model run (cpu, wgpu, cuda; GPU ones need the xtask feature).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: super::forward::BackendKind,
+    /// Model float dtype (f32, bf16, f16).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Latent size FRAMESxHEIGHTxWIDTH before patching (e.g. 21x60x104 for Wan 480p).
+    #[arg(long, value_name = "FxHxW")]
+    latent: Option<String>,
+    /// Text embeddings (safetensors with `encoder_hidden_states` [1, L, text_dim]); random
+    /// (seeded) embeddings of 64 tokens without it.
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+    /// Model-driven search: steps of the flow-matching Euler schedule.
+    #[arg(long, default_value_t = 50)]
+    schedule_steps: usize,
+    /// Model-driven search: flow shift of the schedule.
+    #[arg(long, default_value_t = 3.0)]
+    flow_shift: f64,
+    /// Model-driven search: steps whose attention is observed (comma separated)
+    /// [default: one per range, in its middle].
+    #[arg(long, value_delimiter = ',')]
+    capture_steps: Option<Vec<usize>>,
+    /// Model-driven search: noise seeds, one sample each (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    seeds: Vec<u64>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -127,6 +164,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .num_threads(n)
             .build_global()
             .context("configuring worker threads")?;
+    }
+    if args.model_dir.is_some() || args.preset.is_some() {
+        return super::forward::with_backend!(args.backend, |B, device| run_model::<B>(
+            args, device
+        ));
     }
     let embedded = args.captures.is_empty();
     let planted = PlantedModel::tiny_wan();
@@ -359,4 +401,270 @@ fn parse_layout(
         bail!("--predict-layout {s:?} is not FRAMESxHEIGHTxWIDTH");
     };
     Ok(vdit_patterns::VideoLayout::new(t, h, w)?.with_text(like.text, like.text_position)?)
+}
+
+/// A Wan2.1 denoiser run for the search: flow-matching Euler from seeded noise, the
+/// conditional branch only (no CFG), attention through the partial plan and the hook.
+struct WanRunner<B: vdit_attention::SparseAttentionBackend> {
+    model: vdit_wan::WanTransformer3DModel<B>,
+    latent: [usize; 3],
+    noise: Vec<burn::tensor::Tensor<B, 5>>,
+    text: burn::tensor::Tensor<B, 3>,
+    schedule_steps: usize,
+    flow_shift: f64,
+    capture_steps: Vec<usize>,
+    device: B::Device,
+    name: String,
+}
+
+impl<B: vdit_attention::SparseAttentionBackend> vdit_search::ModelRunner for WanRunner<B> {
+    fn info(&self) -> vdit_search::SourceInfo {
+        let c = &self.model.config;
+        let [f, h, w] = self.latent;
+        vdit_search::SourceInfo {
+            model: self.name.clone(),
+            layout: self.model.layout(f, h, w).expect("checked when built"),
+            layers: c.layers,
+            heads: c.heads,
+            head_dim: c.head_dim,
+            samples: self.noise.len(),
+            steps: self.capture_steps.clone(),
+        }
+    }
+
+    fn run_to(
+        &mut self,
+        sample: usize,
+        step: usize,
+        plan: &vdit_patterns::Plan,
+        hook: std::sync::Arc<dyn vdit_attention::CaptureHook>,
+    ) -> Result<(), vdit_search::SearchError> {
+        use vdit_models::samplers::{FlowMatchEuler, Sampler};
+        let err = |e: vdit_models::ModelError| vdit_search::SearchError::Source(e.to_string());
+        let [f, h, w] = self.latent;
+        let ctx = self
+            .model
+            .attention_context(f, h, w, Some(plan))
+            .map_err(err)?
+            .with_capture(hook);
+        let mut sampler = FlowMatchEuler::new(self.schedule_steps, self.flow_shift);
+        let mut x = self.noise[sample].clone();
+        for i in 0..=step {
+            let t = burn::tensor::Tensor::<B, 1>::from_floats(
+                [Sampler::<B>::timesteps(&sampler)[i]],
+                &self.device,
+            );
+            let v = self
+                .model
+                .forward(x.clone(), t, self.text.clone(), &ctx.at_step(i))
+                .map_err(err)?;
+            if i < step {
+                x = sampler.step(v, i, x).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `cargo xtask search --model-dir DIR | --preset P`: greedy search through the model.
+fn run_model<B: vdit_attention::SparseAttentionBackend>(
+    args: Args,
+    device: B::Device,
+) -> anyhow::Result<()> {
+    use burn::tensor::{Distribution, Tensor};
+    let model_args = super::forward::ModelArgs {
+        model_dir: args.model_dir.clone(),
+        preset: args.preset.clone(),
+        random_weights: args.preset.is_some(),
+        weights_seed: args.weights_seed,
+        backend: args.backend,
+        dtype: args.dtype.clone(),
+        plan: None,
+    };
+    let super::forward::Denoiser::Wan(model) =
+        super::forward::Denoiser::<B>::load(&model_args, &device)?;
+    let latent_arg = args
+        .latent
+        .as_deref()
+        .context("--latent FxHxW is required for a model-driven search")?;
+    let dims: Vec<usize> = latent_arg
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--latent {latent_arg:?} is not FxHxW"))?;
+    let &[f, h, w] = dims.as_slice() else {
+        bail!("--latent {latent_arg:?} is not FxHxW");
+    };
+    model.layout(f, h, w)?;
+    let c = model.config.clone();
+    let text: Tensor<B, 3> = match &args.text {
+        Some(p) => vdit_models::io::TensorMap::read(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .float("encoder_hidden_states", model.dtype, &device)?,
+        None => {
+            B::seed(&device, args.weights_seed ^ 0x7e47);
+            Tensor::random([1, 64, c.text_dim], Distribution::Normal(0.0, 1.0), &device)
+        }
+    };
+    let noise = args
+        .seeds
+        .iter()
+        .map(|&s| {
+            B::seed(&device, s);
+            Tensor::random(
+                [1, c.in_channels, f, h, w],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+        })
+        .collect::<Vec<_>>();
+    if noise.is_empty() {
+        bail!("--seeds needs at least one seed");
+    }
+    let warmup = args.warmup_steps.unwrap_or(0);
+    let ranges = args.ranges.unwrap_or(1);
+    let total = args.schedule_steps;
+    if warmup >= total || ranges == 0 || ranges > total - warmup {
+        bail!("--warmup-steps {warmup} and --ranges {ranges} do not fit {total} schedule steps");
+    }
+    let capture_steps = args.capture_steps.clone().unwrap_or_else(|| {
+        (0..ranges)
+            .map(|r| warmup + (2 * r + 1) * (total - warmup) / (2 * ranges))
+            .collect()
+    });
+    if let Some(s) = capture_steps.iter().find(|&&s| s >= total) {
+        bail!("--capture-steps {s} is outside the {total}-step schedule");
+    }
+    let name = args
+        .model_id
+        .clone()
+        .or_else(|| args.preset.clone())
+        .unwrap_or_else(|| "wan2.1".into());
+    let runner = WanRunner {
+        model: *model,
+        latent: [f, h, w],
+        noise,
+        text,
+        schedule_steps: total,
+        flow_shift: args.flow_shift,
+        capture_steps,
+        device,
+        name: name.clone(),
+    };
+    let mut source = vdit_search::ModelSource::new(runner);
+    let opts = SearchOptions {
+        lambda: args.lambda,
+        epsilon: args.epsilon,
+        block_size: args.block_size,
+        warmup_steps: warmup,
+        ranges,
+        total_steps: Some(total),
+        target_speedup: args.target_speedup,
+        target_tolerance: args.target_tolerance,
+        candidates: CandidateConfig::default(),
+    };
+    let cost = match &args.cost_table {
+        Some(path) => CostModel::Table {
+            table: CostTable::load(path)?,
+            source: path.display().to_string(),
+        },
+        None => CostModel::Analytic(AnalyticCost {
+            tflops: args.analytic_tflops,
+            launch_us: args.launch_us,
+            ..AnalyticCost::default()
+        }),
+    };
+    let synthetic = args.preset.is_some() || args.synthetic;
+    let provenance = vdit_patterns::Provenance {
+        weights: match (&args.model_dir, &args.preset) {
+            (Some(d), _) => d.display().to_string(),
+            (None, Some(p)) => format!("random (preset {p}, seed {})", args.weights_seed),
+            _ => unreachable!("checked by the caller"),
+        },
+        weights_hash: args.weights_hash.clone(),
+        synthetic,
+        date: iso_date_utc(std::time::SystemTime::now()),
+        tool_version: format!("cargo xtask search {}", env!("CARGO_PKG_VERSION")),
+        notes: format!(
+            "model-driven greedy search (mixed output propagated), flow Euler {} steps shift {}, seeds {:?}, {} text, conditional branch only",
+            total,
+            args.flow_shift,
+            args.seeds,
+            if args.text.is_some() {
+                "given"
+            } else {
+                "random"
+            }
+        ),
+    };
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} layer-inputs ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let outcome = search(
+        &mut source,
+        &opts,
+        &cost,
+        PlanMeta {
+            model_id: name.clone(),
+            config_hash: "none".into(),
+            provenance,
+        },
+        &Bar(bar),
+    )?;
+    let inputs = vec![format!("model run: {}", outcome.plan.provenance.weights)];
+    let report = SearchReport::new(&outcome, inputs);
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let out = args.out.clone().unwrap_or_else(|| {
+        super::project_root()
+            .join("results/search")
+            .join(format!("{slug}.plan.ron"))
+    });
+    let report_path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| out.with_extension("").with_extension("report.json"));
+    for p in [&out, &report_path] {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    outcome.plan.save(&out)?;
+    report.save(&report_path)?;
+    let t = &report.totals;
+    println!("plan: {}, report: {}", out.display(), report_path.display());
+    println!(
+        "epsilon {:.4}, lambda {}: attention density {:.3}, predicted attention speedup {:.2}x ({}), search {:.1} s",
+        outcome.epsilon,
+        opts.lambda,
+        t.attention_density,
+        t.predicted_speedup,
+        report.cost_model.device,
+        t.search_wall_time_s
+    );
+    let counts: Vec<String> = t
+        .pattern_counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!("decisions: {}", counts.join(", "));
+    Ok(())
 }
