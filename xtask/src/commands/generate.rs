@@ -78,10 +78,10 @@ impl Args {
         if let Some(s) = &self.latent {
             return parse_latent(s);
         }
-        if self.frames == 0 || (self.frames - 1) % 4 != 0 {
+        if self.frames == 0 || !(self.frames - 1).is_multiple_of(4) {
             bail!("--frames must be 4k+1 (got {})", self.frames);
         }
-        if self.height % 8 != 0 || self.width % 8 != 0 || self.height == 0 || self.width == 0 {
+        if !self.height.is_multiple_of(8) || !self.width.is_multiple_of(8) || self.height == 0 || self.width == 0 {
             bail!(
                 "--height and --width must be positive multiples of 8 (got {}x{})",
                 self.height,
