@@ -69,6 +69,11 @@ CASES = [
          batch=2, latent=(6, 6, 10), text=5, timestep=[937.5, 3.0]),
     dict(name="b2_f2_4x12_bf16_weights", cfg=dict(num_layers=1, time_embed_dim=4),
          batch=2, latent=(2, 4, 12), text=3, timestep=[999.0, 0.0], dtype="bf16"),
+    # The real head dim (64: RoPE split 16/24/24) with one head and one layer.
+    dict(name="b1_f4_6x4_d64_rope16_24_24",
+         cfg=dict(num_attention_heads=1, attention_head_dim=64, num_layers=1, text_embed_dim=16,
+                  time_embed_dim=16),
+         batch=1, latent=(4, 6, 4), text=4, timestep=[421.0]),
 ]
 
 PIPELINES = [

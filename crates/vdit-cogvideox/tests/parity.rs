@@ -31,3 +31,8 @@ fn batch2_three_token_frames_nonsquare_three_heads_matches_diffusers() {
 fn bf16_checkpoint_loaded_into_f32_matches_diffusers() {
     check("b2_f2_4x12_bf16_weights");
 }
+
+#[test]
+fn real_head_dim_64_rope_split_16_24_24_matches_diffusers() {
+    check("b1_f4_6x4_d64_rope16_24_24");
+}
