@@ -30,10 +30,10 @@ pub struct Args {
     #[arg(long, value_name = "R.json")]
     report: Option<PathBuf>,
     /// Error threshold: heads whose every candidate loss exceeds it stay dense.
-    #[arg(long, default_value_t = SearchOptions::default().epsilon)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = SearchOptions::default().epsilon)]
     epsilon: f64,
     /// Weight of the cost term (loss = error + lambda * cost / dense cost).
-    #[arg(long, default_value_t = SearchOptions::default().lambda)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = SearchOptions::default().lambda)]
     lambda: f64,
     /// Find epsilon by bisection so that the predicted attention speedup is this.
     #[arg(long, value_name = "X")]

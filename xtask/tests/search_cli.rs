@@ -1,0 +1,96 @@
+//! `cargo xtask search` from the command line: capture files in, plan and report out;
+//! bad input fails with a clear message and writes nothing.
+
+use std::path::Path;
+use std::process::Command;
+
+use vdit_search::{CaptureDtype, CaptureMeta, PlantedModel, write_capture_file};
+
+fn xtask(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("search")
+        .args(args)
+        .output()
+        .expect("runs xtask")
+}
+
+fn small_capture(dir: &Path) -> std::path::PathBuf {
+    let mut m = PlantedModel::tiny_wan();
+    m.layers = 1;
+    let path = dir.join("c.safetensors");
+    let qkv = m.generate(0, 3, 0);
+    let meta = CaptureMeta {
+        layout: m.layout,
+        model: "cli-test".into(),
+    };
+    write_capture_file(&path, &meta, [(3, 0, &qkv)], CaptureDtype::F16).unwrap();
+    path
+}
+
+#[test]
+fn search_on_a_capture_file_writes_plan_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = small_capture(dir.path());
+    let (plan, report) = (dir.path().join("p.ron"), dir.path().join("r.json"));
+    let out = xtask(&[
+        "--captures",
+        capture.to_str().unwrap(),
+        "--out",
+        plan.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = vdit_patterns::Plan::load(&plan).unwrap();
+    assert_eq!(plan.model.id, "cli-test");
+    assert_eq!(plan.total_steps, 4);
+    assert!(!plan.provenance.synthetic);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    assert_eq!(json["decisions"].as_array().unwrap().len(), 10);
+    assert!(json["totals"]["predicted_speedup"].as_f64().unwrap() >= 1.0);
+}
+
+#[test]
+fn bad_input_fails_clearly_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = small_capture(dir.path());
+    let plan = dir.path().join("p.ron");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--captures", capture.to_str().unwrap(), "--epsilon", "-1"],
+            "epsilon",
+        ),
+        (
+            vec![
+                "--captures",
+                capture.to_str().unwrap(),
+                "--target-speedup",
+                "1000",
+            ],
+            "not reachable",
+        ),
+        (
+            vec!["--captures", capture.to_str().unwrap(), "--ranges", "2"],
+            "ranges",
+        ),
+        (
+            vec!["--captures", "/nonexistent/c.safetensors"],
+            "/nonexistent/c.safetensors",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = args.clone();
+        all.extend(["--out", plan.to_str().unwrap(), "--quiet"]);
+        let out = xtask(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!plan.exists(), "{args:?} left a plan behind");
+    }
+}
