@@ -17,8 +17,10 @@
 //!   ranges, and a target speedup ([`SearchOptions::target_speedup`], epsilon found by
 //!   bisection);
 //! - inputs from capture files ([`CaptureFile`], written by any framework, e.g.
-//!   `tools/write_captures.py`) or any [`QkvSource`] (a model run through
-//!   `vdit_attention::CaptureHook`, with the mixed output propagated);
+//!   `tools/write_captures.py`; fixed inputs, so the mixed output is *not* propagated)
+//!   or a model run through `vdit_attention::CaptureHook` ([`ModelRunner`] +
+//!   [`ModelSource`]: every layer is measured on the inputs the model produces with the
+//!   decisions already made, earlier layers and steps, as in the paper's Algorithm 1);
 //! - planted heads with known structure ([`PlantedModel`]) for tests and the embedded
 //!   default of `cargo xtask search`.
 //!

@@ -54,31 +54,9 @@ pub struct Args {
     /// Steps in the schedule [default: last captured step + 1; embedded default: 50].
     #[arg(long)]
     total_steps: Option<usize>,
-    /// Cost table (RON) from `cargo xtask bench --calibrate`; without it the analytic
-    /// model prices patterns.
-    #[arg(long, value_name = "FILE")]
-    cost_table: Option<PathBuf>,
-    /// Analytic model: dense throughput in TFLOP/s.
-    #[arg(long, default_value_t = AnalyticCost::default().tflops)]
-    analytic_tflops: f64,
-    /// Analytic model: launch overhead per layer in microseconds.
-    #[arg(long, default_value_t = AnalyticCost::default().launch_us)]
-    launch_us: f64,
-    /// Diagonal band candidates (fractions of a frame), comma separated.
-    #[arg(long, value_delimiter = ',')]
-    diagonal_bands: Option<Vec<f64>>,
-    /// Multi-diagonal spatial band candidates (fractions of a frame), comma separated.
-    #[arg(long, value_delimiter = ',')]
-    multi_spatial_bands: Option<Vec<f64>>,
-    /// Vertical-stripe attention-mass coverages, comma separated (empty disables stripes).
-    #[arg(long, value_delimiter = ',')]
-    stripe_coverages: Option<Vec<f64>>,
-    /// Never skip heads.
-    #[arg(long)]
-    no_skip: bool,
-    /// Query rows sampled per head to estimate attention mass per key block.
-    #[arg(long, default_value_t = CandidateConfig::default().mass_rows)]
-    mass_rows: usize,
+    /// Cost model and candidate options.
+    #[command(flatten)]
+    tuning: Box<Tuning>,
     /// Model id stored in the plan [default: the capture metadata's `model`].
     #[arg(long)]
     model_id: Option<String>,
@@ -95,6 +73,20 @@ pub struct Args {
     /// (patterns are layout-relative) [embedded default: 21x30x52, Wan2.1 480p].
     #[arg(long, value_name = "TxHxW")]
     predict_layout: Option<String>,
+    /// Model-driven search options.
+    #[command(flatten)]
+    model: Box<ModelRun>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Model-driven search: the model, its run and the observed steps.
+#[derive(Debug, clap::Args)]
+struct ModelRun {
     /// Model-driven search (greedy, mixed output propagated through the model): a
     /// diffusers model directory (Wan2.1 for now).
     #[arg(long, conflicts_with = "captures", value_name = "DIR")]
@@ -132,12 +124,36 @@ pub struct Args {
     /// Model-driven search: noise seeds, one sample each (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     seeds: Vec<u64>,
-    /// Worker threads (default: all cores).
+}
+
+/// Cost model and candidate options.
+#[derive(Debug, clap::Args)]
+struct Tuning {
+    /// Cost table (RON) from `cargo xtask bench --calibrate`; without it the analytic
+    /// model prices patterns.
+    #[arg(long, value_name = "FILE")]
+    cost_table: Option<PathBuf>,
+    /// Analytic model: dense throughput in TFLOP/s.
+    #[arg(long, default_value_t = AnalyticCost::default().tflops)]
+    analytic_tflops: f64,
+    /// Analytic model: launch overhead per layer in microseconds.
+    #[arg(long, default_value_t = AnalyticCost::default().launch_us)]
+    launch_us: f64,
+    /// Diagonal band candidates (fractions of a frame), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    diagonal_bands: Option<Vec<f64>>,
+    /// Multi-diagonal spatial band candidates (fractions of a frame), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    multi_spatial_bands: Option<Vec<f64>>,
+    /// Vertical-stripe attention-mass coverages, comma separated (empty disables stripes).
+    #[arg(long, value_delimiter = ',')]
+    stripe_coverages: Option<Vec<f64>>,
+    /// Never skip heads.
     #[arg(long)]
-    threads: Option<usize>,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
+    no_skip: bool,
+    /// Query rows sampled per head to estimate attention mass per key block.
+    #[arg(long, default_value_t = CandidateConfig::default().mass_rows)]
+    mass_rows: usize,
 }
 
 struct Bar(ProgressBar);
@@ -165,8 +181,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .build_global()
             .context("configuring worker threads")?;
     }
-    if args.model_dir.is_some() || args.preset.is_some() {
-        return super::forward::with_backend!(args.backend, |B, device| run_model::<B>(
+    if args.model.model_dir.is_some() || args.model.preset.is_some() {
+        return super::forward::with_backend!(args.model.backend, |B, device| run_model::<B>(
             args, device
         ));
     }
@@ -189,26 +205,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         candidates: CandidateConfig::default(),
     };
     let c = &mut opts.candidates;
-    if let Some(b) = args.diagonal_bands {
+    if let Some(b) = args.tuning.diagonal_bands {
         c.diagonal_bands = b;
     }
-    if let Some(b) = args.multi_spatial_bands {
+    if let Some(b) = args.tuning.multi_spatial_bands {
         c.multi_spatial_bands = b;
     }
-    if let Some(s) = args.stripe_coverages {
+    if let Some(s) = args.tuning.stripe_coverages {
         c.stripe_coverages = s;
     }
-    c.skip = !args.no_skip;
-    c.mass_rows = args.mass_rows;
+    c.skip = !args.tuning.no_skip;
+    c.mass_rows = args.tuning.mass_rows;
 
-    let cost = match &args.cost_table {
+    let cost = match &args.tuning.cost_table {
         Some(path) => CostModel::Table {
             table: CostTable::load(path)?,
             source: path.display().to_string(),
         },
         None => CostModel::Analytic(AnalyticCost {
-            tflops: args.analytic_tflops,
-            launch_us: args.launch_us,
+            tflops: args.tuning.analytic_tflops,
+            launch_us: args.tuning.launch_us,
             ..AnalyticCost::default()
         }),
     };
@@ -473,17 +489,18 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
 ) -> anyhow::Result<()> {
     use burn::tensor::{Distribution, Tensor};
     let model_args = super::forward::ModelArgs {
-        model_dir: args.model_dir.clone(),
-        preset: args.preset.clone(),
-        random_weights: args.preset.is_some(),
-        weights_seed: args.weights_seed,
-        backend: args.backend,
-        dtype: args.dtype.clone(),
+        model_dir: args.model.model_dir.clone(),
+        preset: args.model.preset.clone(),
+        random_weights: args.model.preset.is_some(),
+        weights_seed: args.model.weights_seed,
+        backend: args.model.backend,
+        dtype: args.model.dtype.clone(),
         plan: None,
     };
     let super::forward::Denoiser::Wan(model) =
         super::forward::Denoiser::<B>::load(&model_args, &device)?;
     let latent_arg = args
+        .model
         .latent
         .as_deref()
         .context("--latent FxHxW is required for a model-driven search")?;
@@ -497,16 +514,17 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
     };
     model.layout(f, h, w)?;
     let c = model.config.clone();
-    let text: Tensor<B, 3> = match &args.text {
+    let text: Tensor<B, 3> = match &args.model.text {
         Some(p) => vdit_models::io::TensorMap::read(p)
             .with_context(|| format!("reading {}", p.display()))?
             .float("encoder_hidden_states", model.dtype, &device)?,
         None => {
-            B::seed(&device, args.weights_seed ^ 0x7e47);
+            B::seed(&device, args.model.weights_seed ^ 0x7e47);
             Tensor::random([1, 64, c.text_dim], Distribution::Normal(0.0, 1.0), &device)
         }
     };
     let noise = args
+        .model
         .seeds
         .iter()
         .map(|&s| {
@@ -523,11 +541,11 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
     }
     let warmup = args.warmup_steps.unwrap_or(0);
     let ranges = args.ranges.unwrap_or(1);
-    let total = args.schedule_steps;
+    let total = args.model.schedule_steps;
     if warmup >= total || ranges == 0 || ranges > total - warmup {
         bail!("--warmup-steps {warmup} and --ranges {ranges} do not fit {total} schedule steps");
     }
-    let capture_steps = args.capture_steps.clone().unwrap_or_else(|| {
+    let capture_steps = args.model.capture_steps.clone().unwrap_or_else(|| {
         (0..ranges)
             .map(|r| warmup + (2 * r + 1) * (total - warmup) / (2 * ranges))
             .collect()
@@ -538,7 +556,7 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
     let name = args
         .model_id
         .clone()
-        .or_else(|| args.preset.clone())
+        .or_else(|| args.model.preset.clone())
         .unwrap_or_else(|| "wan2.1".into());
     let runner = WanRunner {
         model: *model,
@@ -546,7 +564,7 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
         noise,
         text,
         schedule_steps: total,
-        flow_shift: args.flow_shift,
+        flow_shift: args.model.flow_shift,
         capture_steps,
         device,
         name: name.clone(),
@@ -563,22 +581,22 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
         target_tolerance: args.target_tolerance,
         candidates: CandidateConfig::default(),
     };
-    let cost = match &args.cost_table {
+    let cost = match &args.tuning.cost_table {
         Some(path) => CostModel::Table {
             table: CostTable::load(path)?,
             source: path.display().to_string(),
         },
         None => CostModel::Analytic(AnalyticCost {
-            tflops: args.analytic_tflops,
-            launch_us: args.launch_us,
+            tflops: args.tuning.analytic_tflops,
+            launch_us: args.tuning.launch_us,
             ..AnalyticCost::default()
         }),
     };
-    let synthetic = args.preset.is_some() || args.synthetic;
+    let synthetic = args.model.preset.is_some() || args.synthetic;
     let provenance = vdit_patterns::Provenance {
-        weights: match (&args.model_dir, &args.preset) {
+        weights: match (&args.model.model_dir, &args.model.preset) {
             (Some(d), _) => d.display().to_string(),
-            (None, Some(p)) => format!("random (preset {p}, seed {})", args.weights_seed),
+            (None, Some(p)) => format!("random (preset {p}, seed {})", args.model.weights_seed),
             _ => unreachable!("checked by the caller"),
         },
         weights_hash: args.weights_hash.clone(),
@@ -588,9 +606,9 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
         notes: format!(
             "model-driven greedy search (mixed output propagated), flow Euler {} steps shift {}, seeds {:?}, {} text, conditional branch only",
             total,
-            args.flow_shift,
-            args.seeds,
-            if args.text.is_some() {
+            args.model.flow_shift,
+            args.model.seeds,
+            if args.model.text.is_some() {
                 "given"
             } else {
                 "random"
