@@ -54,6 +54,35 @@ fn search_on_a_capture_file_writes_plan_and_report() {
         serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
     assert_eq!(json["decisions"].as_array().unwrap().len(), 10);
     assert!(json["totals"]["predicted_speedup"].as_f64().unwrap() >= 1.0);
+
+    // The plan evaluates on its own captures; a plan for another model is rejected.
+    let plan_path = dir.path().join("p.ron");
+    let out = xtask(&[
+        "--evaluate",
+        plan_path.to_str().unwrap(),
+        "--captures",
+        capture.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10 heads evaluated"));
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans/planted-tiny-wan2.1.plan.ron");
+    let out = xtask(&[
+        "--evaluate",
+        shipped.to_str().unwrap(),
+        "--captures",
+        capture.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model.layers") && err.contains("plan has 4"),
+        "{err}"
+    );
 }
 
 #[test]

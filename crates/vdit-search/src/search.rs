@@ -984,3 +984,73 @@ pub fn predict_speedup(
     }
     Ok(dense / sparse.max(f64::MIN_POSITIVE))
 }
+
+/// The error of an existing plan on a source's inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanEvaluation {
+    /// `(step range start, layer, head, pattern kind, worst-case normalised error)` for
+    /// every searched (non-warm-up) head with a captured step in its range.
+    pub heads: Vec<(usize, usize, usize, PatternKind, f64)>,
+    /// Predicted attention speedup of the plan at the source's layout.
+    pub predicted_speedup: f64,
+}
+
+/// Measures the error of `plan` on `source` (worst case over samples and the captured
+/// steps inside each plan range), with the same normalisation as the search. The plan
+/// must fit the source's model (layers, heads, head_dim); its patterns are compiled at
+/// the source's layout. Ranges holding no captured step are not evaluated.
+pub fn evaluate_plan(
+    source: &mut dyn QkvSource,
+    plan: &Plan,
+    cost: &CostModel,
+) -> Result<PlanEvaluation, SearchError> {
+    plan.validate()?;
+    let info = source.info();
+    check_info(&info)?;
+    plan.check_model(info.layers, info.heads, info.head_dim)
+        .map_err(|e| SearchError::PlanMismatch(e.to_string()))?;
+    let (layout, bs) = (info.layout, plan.block_size);
+    let mut cache = TableCache::new();
+    let mut heads = Vec::new();
+    let decided = Decided::new();
+    for range in &plan.ranges {
+        let steps: Vec<usize> = info
+            .steps
+            .iter()
+            .copied()
+            .filter(|s| (range.start..range.end).contains(s))
+            .collect();
+        if steps.is_empty() || range.layers.iter().flatten().all(|p| *p == Pattern::Dense) {
+            continue;
+        }
+        for (layer, patterns) in range.layers.iter().enumerate() {
+            let per_head: Vec<Vec<Pattern>> = patterns.iter().map(|p| vec![p.clone()]).collect();
+            let mut worst = vec![0f64; patterns.len()];
+            for sample in 0..info.samples {
+                for &step in &steps {
+                    let qkv = source.qkv(sample, step, layer, &decided)?;
+                    if (qkv.heads, qkv.tokens, qkv.head_dim)
+                        != (info.heads, layout.total_tokens(), info.head_dim)
+                    {
+                        return Err(SearchError::Inconsistent(format!(
+                            "step {step}, layer {layer}: q/k/v shape differs from the source's"
+                        )));
+                    }
+                    let dense = dense_output(&qkv, &layout, bs)?;
+                    let e = candidate_errors(&qkv, &layout, bs, &dense, &per_head, &mut cache)?;
+                    for (w, e) in worst.iter_mut().zip(e.errors) {
+                        *w = w.max(if e[0].is_nan() { 0.0 } else { e[0] });
+                    }
+                }
+            }
+            for (head, (p, e)) in patterns.iter().zip(worst).enumerate() {
+                let e = if *p == Pattern::Dense { 0.0 } else { e };
+                heads.push((range.start, layer, head, p.kind(), e));
+            }
+        }
+    }
+    Ok(PlanEvaluation {
+        heads,
+        predicted_speedup: predict_speedup(plan, &layout, cost)?,
+    })
+}

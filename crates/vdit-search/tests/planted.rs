@@ -412,3 +412,35 @@ fn impossible_options_are_rejected_by_name() {
     assert!(e.to_string().contains("no candidate"), "{e}");
     let _ = PatternKind::Dense;
 }
+
+#[test]
+fn evaluating_the_searched_plan_reproduces_its_errors_and_rejects_other_models() {
+    let mut m = common::planted_models().remove(0);
+    m.layers = 1;
+    let out = search(
+        &mut m,
+        &common::opts(),
+        &common::cost(),
+        common::meta(),
+        &NoProgress,
+    )
+    .unwrap();
+    let eval = vdit_search::evaluate_plan(&mut m, &out.plan, &common::cost()).unwrap();
+    assert_eq!(eval.heads.len(), m.heads);
+    for ((_, layer, head, kind, e), d) in eval.heads.iter().zip(&out.decisions[0][0]) {
+        assert_eq!(*layer, 0);
+        assert_eq!(*kind, d.pattern.kind(), "head {head}");
+        assert!(
+            (e - d.error).abs() <= 1e-9 + 1e-6 * d.error,
+            "head {head}: {e} vs {}",
+            d.error
+        );
+    }
+    assert!((eval.predicted_speedup - out.predicted_speedup).abs() < 1e-9);
+    // A plan for a model with another head count is rejected by name.
+    let mut other = m.clone();
+    other.heads = 4;
+    let e = vdit_search::evaluate_plan(&mut other, &out.plan, &common::cost()).unwrap_err();
+    assert!(matches!(e, SearchError::PlanMismatch(_)), "{e:?}");
+    assert!(e.to_string().contains("model.heads"), "{e}");
+}

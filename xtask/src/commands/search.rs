@@ -76,6 +76,10 @@ pub struct Args {
     /// Model-driven search options.
     #[command(flatten)]
     model: Box<ModelRun>,
+    /// Instead of searching, measure the error of this plan on the captures (worst case
+    /// per head) and its predicted speedup.
+    #[arg(long, value_name = "PLAN.ron", requires = "captures")]
+    evaluate: Option<PathBuf>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -185,6 +189,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return super::forward::with_backend!(args.model.backend, |B, device| run_model::<B>(
             args, device
         ));
+    }
+    if let Some(plan_path) = &args.evaluate {
+        return evaluate(&args, plan_path);
     }
     let embedded = args.captures.is_empty();
     let planted = PlantedModel::tiny_wan();
@@ -684,5 +691,55 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     println!("decisions: {}", counts.join(", "));
+    Ok(())
+}
+
+/// `--evaluate PLAN --captures ...`: the plan's per-head error on the captures.
+fn evaluate(args: &Args, plan_path: &std::path::Path) -> anyhow::Result<()> {
+    let plan = vdit_patterns::Plan::load(plan_path)
+        .with_context(|| format!("loading plan {}", plan_path.display()))?;
+    let mut source = CaptureSource::open(&args.captures)?;
+    let cost = match &args.tuning.cost_table {
+        Some(path) => CostModel::Table {
+            table: CostTable::load(path)?,
+            source: path.display().to_string(),
+        },
+        None => CostModel::Analytic(AnalyticCost::default()),
+    };
+    let eval = vdit_search::evaluate_plan(&mut source, &plan, &cost)?;
+    let heads: Vec<serde_json::Value> = eval
+        .heads
+        .iter()
+        .map(|(s, l, h, k, e)| {
+            serde_json::json!({"step_start": s, "layer": l, "head": h, "pattern": k.name(), "error": e})
+        })
+        .collect();
+    let worst = eval.heads.iter().map(|h| h.4).fold(0.0, f64::max);
+    let over = eval
+        .heads
+        .iter()
+        .filter(|h| h.4 > plan.search.epsilon)
+        .count();
+    println!(
+        "plan {}: {} heads evaluated, worst error {worst:.3e}, {over} above the plan's epsilon {}, predicted speedup {:.2}x at {}x{}x{}",
+        plan_path.display(),
+        eval.heads.len(),
+        plan.search.epsilon,
+        eval.predicted_speedup,
+        plan.layout.frames,
+        plan.layout.height,
+        plan.layout.width
+    );
+    if let Some(r) = &args.report {
+        let doc = serde_json::json!({
+            "plan": plan_path.display().to_string(),
+            "captures": args.captures.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "heads": heads,
+            "worst_error": worst,
+            "predicted_speedup": eval.predicted_speedup,
+        });
+        vdit_patterns::write_atomic(r, serde_json::to_string_pretty(&doc)?.as_bytes())
+            .with_context(|| format!("writing {}", r.display()))?;
+    }
     Ok(())
 }
