@@ -81,7 +81,11 @@ impl Args {
         if self.frames == 0 || !(self.frames - 1).is_multiple_of(4) {
             bail!("--frames must be 4k+1 (got {})", self.frames);
         }
-        if !self.height.is_multiple_of(8) || !self.width.is_multiple_of(8) || self.height == 0 || self.width == 0 {
+        if !self.height.is_multiple_of(8)
+            || !self.width.is_multiple_of(8)
+            || self.height == 0
+            || self.width == 0
+        {
             bail!(
                 "--height and --width must be positive multiples of 8 (got {}x{})",
                 self.height,
