@@ -70,12 +70,42 @@ fn forward_reproduces_the_sharded_fixture_from_the_command_line() {
     );
 }
 
+fn expect_err_line(run: &std::process::Output) -> f64 {
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    stdout
+        .split("error vs")
+        .nth(1)
+        .and_then(|r| r.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no error line in {stdout}"))
+}
+
+#[test]
+fn forward_dispatches_hunyuan_and_cogvideox_by_class_name() {
+    for dir in [
+        root().join("crates/vdit-hunyuan/tests/fixtures/b2_f3_8x12_padded_mask"),
+        root().join("crates/vdit-cogvideox/tests/fixtures/b2_f4_8x8_t2even"),
+    ] {
+        let run = xtask(&[
+            "forward",
+            "--model-dir",
+            s(&dir),
+            "--inputs",
+            s(&dir.join("inputs.safetensors")),
+            "--expect",
+            s(&dir.join("outputs.safetensors")),
+        ]);
+        let err = expect_err_line(&run);
+        assert!(err <= 1e-4, "{}: relative L2 error {err}", dir.display());
+    }
+}
+
 #[test]
 fn forward_with_unknown_model_class_fails_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
         tmp.path().join("config.json"),
-        r#"{"_class_name":"HunyuanVideoTransformer3DModel"}"#,
+        r#"{"_class_name":"FluxTransformer2DModel"}"#,
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -90,7 +120,10 @@ fn forward_with_unknown_model_class_fails_clearly() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not yet supported"), "{err}");
+    assert!(
+        err.contains("unknown model class") && err.contains("FluxTransformer2DModel"),
+        "{err}"
+    );
 }
 
 fn embeddings(path: &Path) {
