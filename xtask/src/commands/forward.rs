@@ -77,7 +77,8 @@ pub struct ModelArgs {
     #[arg(long, required_unless_present = "preset")]
     pub model_dir: Option<PathBuf>,
     /// Use a preset config instead of `--model-dir` (needs `--random-weights`):
-    /// `wan2.1-t2v-1.3b` or `wan2.1-t2v-14b`.
+    /// `wan2.1-t2v-1.3b`, `wan2.1-t2v-14b`, `hunyuan-video`, `cogvideox1.5-5b`
+    /// (HunyuanVideo and CogVideoX need `--inputs`).
     #[arg(long, conflicts_with = "model_dir", requires = "random_weights")]
     pub preset: Option<String>,
     /// Random weights (seeded) instead of the checkpoint: for benchmarks at real sizes.
