@@ -142,6 +142,37 @@ def sampler_fixtures(path: Path):
     save_tensors(path, tensors)
 
 
+def pipeline_fixture(root: Path, model_case: str):
+    """diffusers WanPipeline (precomputed embeddings, given initial latents, output_type
+    "latent") on the model of `model_case`: UniPC + CFG, and flow Euler without CFG."""
+    import torch
+    from diffusers import (FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler,
+                           WanPipeline, WanTransformer3DModel)
+
+    model = WanTransformer3DModel.from_pretrained(str(root / model_case)).eval()
+    text = randn((1, 12, 16), seed=4000)
+    neg = randn((1, 12, 16), seed=4001)
+    lat = randn((1, 4, 2, 16, 16), seed=4002)
+    tensors = dict(prompt_embeds=text, negative_prompt_embeds=neg, latents=lat)
+    runs = {
+        "unipc_shift3_g5_steps3": (UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+            flow_shift=3.0), 3, 5.0),
+        "euler_shift7_g1_steps2": (FlowMatchEulerDiscreteScheduler(shift=7.0), 2, 1.0),
+    }
+    for name, (sched, steps, g) in runs.items():
+        pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=model,
+                           scheduler=sched)
+        pipe.set_progress_bar_config(disable=True)
+        with torch.no_grad():
+            out = pipe(prompt_embeds=text, negative_prompt_embeds=neg, latents=lat.clone(),
+                       height=128, width=128, num_frames=5, num_inference_steps=steps,
+                       guidance_scale=g, output_type="latent", return_dict=False)[0]
+        tensors[name] = out
+    save_tensors(root / "pipeline.safetensors", tensors,
+                 metadata=dict(model=model_case, height="128", width="128", num_frames="5"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=default_out("wan"))
@@ -153,7 +184,9 @@ def main():
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     cases = [build_case(c, root, i) for i, c in enumerate(CASES)]
-    write_manifest(root, cases)
+    pipeline_fixture(root, CASES[0]["name"])
+    write_manifest(root, cases, extra=dict(pipeline="pipeline.safetensors: WanPipeline on "
+                                                    + CASES[0]["name"]))
     sampler_fixtures(Path(args.samplers_out))
     total = dir_size(root)
     for c in cases:

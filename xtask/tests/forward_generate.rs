@@ -223,3 +223,59 @@ fn generate_dense_plan_matches_dense_and_sparse_plan_differs() {
     let again = generate(tmp.path(), "again.safetensors", None);
     assert_eq!(dense, again);
 }
+
+/// `generate` against diffusers' `WanPipeline` (fixture `pipeline.safetensors`: same
+/// model, embeddings and initial latents; UniPC with CFG, and flow Euler without).
+#[test]
+fn generate_matches_diffusers_wan_pipeline() {
+    let fixtures = root().join("crates/vdit-wan/tests/fixtures");
+    let pipe = fixtures.join("pipeline.safetensors");
+    let want = TensorMap::read(&pipe).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut init = TensorMap::default();
+    init.insert("latents", want.get("latents").unwrap().clone());
+    let init_path = tmp.path().join("init.safetensors");
+    init.write(&init_path).unwrap();
+    let model = fixture("unit_b1_f2_16x16");
+    for (key, sampler, shift, guidance, steps) in [
+        ("unipc_shift3_g5_steps3", "unipc", "3", "5", "3"),
+        ("euler_shift7_g1_steps2", "euler", "7", "1", "2"),
+    ] {
+        let out = tmp.path().join(format!("{key}.safetensors"));
+        xtask(&[
+            "generate",
+            "--model-dir",
+            s(&model),
+            "--embeddings",
+            s(&pipe),
+            "--initial-latents",
+            s(&init_path),
+            "--out",
+            s(&out),
+            "--sampler",
+            sampler,
+            "--shift",
+            shift,
+            "--guidance",
+            guidance,
+            "--steps",
+            steps,
+            "--latent",
+            "2x16x16",
+            "--quiet",
+        ]);
+        let got: Vec<f32> = TensorMap::read(&out)
+            .unwrap()
+            .values_f32("latents")
+            .unwrap();
+        let exp: Vec<f32> = want.values_f32(key).unwrap();
+        let num: f64 = got
+            .iter()
+            .zip(&exp)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
+        let den: f64 = exp.iter().map(|b| (*b as f64).powi(2)).sum();
+        let err = (num / den).sqrt();
+        assert!(err <= 1e-4, "{key}: relative L2 error {err:.3e}");
+    }
+}

@@ -67,6 +67,10 @@ pub struct Args {
     /// Latent size `FxHxW`, overriding height/width/frames.
     #[arg(long)]
     pub latent: Option<String>,
+    /// Start from these latents (safetensors key `latents`, `[B, C, F, H, W]`) instead
+    /// of seeded noise, e.g. to compare with a diffusers run given the same latents.
+    #[arg(long)]
+    pub initial_latents: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -141,13 +145,25 @@ pub fn generate<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> R
 
     // Initial noise on the host (same values on every backend), f32 like diffusers.
     let shape = [batch, channels, f, h, w];
-    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let noise: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| StandardNormal.sample(&mut rng))
-        .map(|x: f32| x * sampler.init_noise_sigma())
-        .collect();
-    let mut latents =
-        Tensor::<B, 5>::from_data(TensorData::new(noise, shape), (device, DType::F32));
+    let mut latents = match &args.initial_latents {
+        Some(path) => {
+            let map =
+                TensorMap::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let t: Tensor<B, 5> = map.float("latents", DType::F32, device)?;
+            if t.dims() != shape {
+                bail!("initial latents are {:?}, expected {shape:?}", t.dims());
+            }
+            t
+        }
+        None => {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+            let noise: Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|_| StandardNormal.sample(&mut rng))
+                .map(|x: f32| x * sampler.init_noise_sigma())
+                .collect();
+            Tensor::<B, 5>::from_data(TensorData::new(noise, shape), (device, DType::F32))
+        }
+    };
 
     let bar = if args.quiet {
         ProgressBar::hidden()
