@@ -7,7 +7,9 @@
 #      denoiser step at 480p x 81 frames (random bf16 weights), dense and with a plan;
 #      writes the cost table.
 #   2. Peak GPU memory of the denoiser steps, sampled with nvidia-smi.
-# Usage: OUT=dir bash tools/device/suite.sh [attention|model|all]
+# Usage: OUT=dir bash tools/device/suite.sh [attention|model|search|all]
+#   3. `xtask search` through the Wan2.1-1.3B model (GPU candidate evaluation), then the
+#      denoiser step with the searched plan.
 set -u
 OUT=${OUT:-/tmp/suite_out}
 mkdir -p "$OUT"
@@ -43,4 +45,26 @@ if [[ $WHAT == model || $WHAT == all ]]; then
   echo "rc=$?"; kill "$pid" 2>/dev/null
   tail -4 "$OUT/model.log"
   echo "peak GPU memory used (MiB): $(sort -n "$OUT/model_mem.txt" | tail -1)"
+fi
+
+if [[ $WHAT == search || $WHAT == all ]]; then
+  echo "== model-driven search on Wan2.1-1.3B (random bf16 weights) at 480p x 81 frames"
+  mkdir -p "$OUT/search"
+  COST=""
+  [[ -f "$OUT/attention/cost_table.ron" ]] && COST="--cost-table $OUT/attention/cost_table.ron"
+  [[ -n "${COST_TABLE:-}" ]] && COST="--cost-table $COST_TABLE"
+  start=$(date +%s)
+  timeout ${SEARCH_TIMEOUT:-420} ./$BIN/xtask search --preset wan2.1-t2v-1.3b --backend cuda --dtype bf16 \
+    --latent 21x60x104 --schedule-steps ${SEARCH_STEPS:-3} --capture-steps ${SEARCH_CAPTURE:-1} --seeds 0 \
+    --block-size 128 $COST ${SEARCH_ARGS:-} --out "$OUT/search/plan.ron" --report "$OUT/search/report.json" \
+    > "$OUT/search/search.log" 2>&1
+  echo "search rc=$? wall $(( $(date +%s) - start )) s"; tail -5 "$OUT/search/search.log"
+  if [[ -f "$OUT/search/plan.ron" ]]; then
+    echo "== Wan2.1-1.3B step with the searched plan"
+    pid=$(sample_memory "$OUT/search/mem.txt")
+    timeout 120 ./$BIN/xtask bench --backend cuda --skip-attention --repeats 2 --plan "$OUT/search/plan.ron" \
+      --device-name "$GPU" --out "$OUT/search/step" 2> "$OUT/search/step.log" > /dev/null
+    echo "rc=$?"; kill "$pid" 2>/dev/null; tail -3 "$OUT/search/step.log"
+    echo "peak GPU memory used (MiB): $(sort -n "$OUT/search/mem.txt" | tail -1)"
+  fi
 fi

@@ -45,6 +45,13 @@ pub struct AttentionOutput<B: Backend> {
 /// The provided method is the CPU path (rayon, [`crate::cpu`]): it reads the tensors to
 /// the host, so it suits CPU backends. GPU backends override it with a kernel launch.
 pub trait SparseAttentionBackend: Backend {
+    /// Whether dense attention without key padding or lse goes to Burn's own
+    /// `attention` (true for CPU backends). CubeCL backends say `false`: burn-cubecl 0.21's
+    /// autotuned attention also benchmarks an unfused fallback that materialises the
+    /// `L x L` scores (25.7 GB at 12 heads x 32,760 tokens in bf16), which fails at video
+    /// sizes, so dense layers run on our kernels with a full block table instead.
+    const BUILTIN_DENSE: bool = true;
+
     /// Runs one layer's block-sparse attention. Shapes are already checked against the
     /// layer and layout by [`attention`].
     fn sparse_attention(
@@ -97,10 +104,12 @@ pub fn cpu_sparse_attention<B: Backend>(
         head_dim,
     };
     let res = cpu::sparse_attention(&qh, &kh, &vh, dims, layer.compiled(), scale, pad.as_deref());
+    // Built in f32 and cast, so the output has the input's dtype on every backend.
     let output = Tensor::<B, 4>::from_data(
-        TensorData::new(res.out, [batch, heads, tokens, head_dim]).convert_dtype(dtype),
+        TensorData::new(res.out, [batch, heads, tokens, head_dim]),
         &device,
-    );
+    )
+    .cast(dtype);
     let lse = options.want_lse.then(|| {
         Tensor::<B, 3>::from_data(TensorData::new(res.lse, [batch, heads, tokens]), &device)
     });
@@ -173,12 +182,12 @@ pub fn attention<B: SparseAttentionBackend>(
             )));
         }
     }
-    let simple = options.key_padding.is_none() && !options.want_lse;
+    let builtin = options.key_padding.is_none() && !options.want_lse && B::BUILTIN_DENSE;
     match layer {
-        Some(layer) if !(layer.is_dense() && simple) => {
+        Some(layer) if !(layer.is_dense() && builtin) => {
             B::sparse_attention(q, k, v, layer, options)
         }
-        None if !simple => {
+        None if !builtin => {
             let dense = PreparedLayer::dense(heads, layout, 64)?;
             B::sparse_attention(q, k, v, &dense, options)
         }

@@ -200,13 +200,13 @@ impl AttentionContext {
     ) -> Result<Tensor<B, 4>, AttentionError> {
         let prepared = match &self.plan {
             Some(p) => Some(p.layer(self.step, layer)?),
-            None if key_padding.is_some() => {
+            None if key_padding.is_some() || !B::BUILTIN_DENSE => {
                 let heads = q.dims()[1];
-                let dense = self.dense.get_or_init(|| {
-                    PreparedLayer::dense(heads, &self.layout, 64)
-                        .expect("validated layout compiles to a dense table")
-                });
-                (dense.heads() == heads).then_some(dense)
+                if self.dense.get().is_none() {
+                    let layer = PreparedLayer::dense(heads, &self.layout, 64)?;
+                    let _ = self.dense.set(layer);
+                }
+                self.dense.get().filter(|d| d.heads() == heads)
             }
             None => None,
         };

@@ -23,6 +23,8 @@ where
     I: IntElement,
     BT: BoolElement,
 {
+    const BUILTIN_DENSE: bool = false;
+
     fn sparse_attention(
         q: Tensor<Self, 4>,
         k: Tensor<Self, 4>,

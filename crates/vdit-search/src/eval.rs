@@ -1,5 +1,13 @@
-//! Candidate evaluation: run every candidate on the CPU block-sparse path and measure
-//! its error against dense attention, normalised by the layer's dense output energy.
+//! Candidate evaluation: run every candidate through the block-sparse attention path and
+//! measure its error against dense attention, normalised by the layer's dense output
+//! energy.
+//!
+//! Candidates run on the CPU path by default. A GPU backend can take over with
+//! [`set_layer_runner`] (the xtask search installs one for `--backend cuda|wgpu`): the
+//! kernels follow the same block tables, so the errors are the same up to the backend's
+//! float precision.
+
+use std::sync::OnceLock;
 
 use vdit_attention::cpu::{Dims, sparse_attention};
 use vdit_patterns::{CompiledLayer, Pattern, TableCache, VideoLayout};
@@ -13,10 +21,35 @@ pub fn dense_output(
     block_size: usize,
 ) -> Result<Vec<f32>, SearchError> {
     let layer = CompiledLayer::compile(&vec![Pattern::Dense; qkv.heads], layout, block_size)?;
-    Ok(run(qkv, &layer))
+    run(qkv, &layer)
 }
 
-fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Vec<f32> {
+/// Runs one layer's block-sparse attention on host buffers (`[heads, tokens, head_dim]`,
+/// scale `1/sqrt(head_dim)`), returning the output in the same layout.
+pub trait LayerRunner: Send + Sync {
+    /// Runs `layer` on `qkv`.
+    fn run(&self, qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchError>;
+    /// Name for reports (e.g. `cuda bf16`).
+    fn name(&self) -> String;
+}
+
+static RUNNER: OnceLock<Box<dyn LayerRunner>> = OnceLock::new();
+
+/// Installs the process-wide runner used for candidate evaluation instead of the CPU
+/// path. Returns `false` if one was already installed (the first one stays).
+pub fn set_layer_runner(runner: Box<dyn LayerRunner>) -> bool {
+    RUNNER.set(runner).is_ok()
+}
+
+/// Name of the evaluation path in use (`cpu f32` unless a runner was installed).
+pub fn layer_runner_name() -> String {
+    RUNNER.get().map_or_else(|| "cpu f32".to_string(), |r| r.name())
+}
+
+fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchError> {
+    if let Some(r) = RUNNER.get() {
+        return r.run(qkv, layer);
+    }
     let dims = Dims {
         batch: 1,
         heads: qkv.heads,
@@ -24,7 +57,7 @@ fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Vec<f32> {
         head_dim: qkv.head_dim,
     };
     let scale = 1.0 / (qkv.head_dim as f32).sqrt();
-    sparse_attention(&qkv.q, &qkv.k, &qkv.v, dims, layer, scale, None).out
+    Ok(sparse_attention(&qkv.q, &qkv.k, &qkv.v, dims, layer, scale, None).out)
 }
 
 /// Errors of one layer's candidates on one input.
@@ -94,7 +127,7 @@ pub fn candidate_errors(
             continue;
         }
         let layer = CompiledLayer::compile_cached(&patterns, layout, block_size, cache)?;
-        let out = run(qkv, &layer);
+        let out = run(qkv, &layer)?;
         for (h, p) in patterns.iter().enumerate() {
             if j >= candidates[h].len() || matches!(p, Pattern::Skip) {
                 continue;

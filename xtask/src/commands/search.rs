@@ -489,12 +489,57 @@ impl<B: vdit_attention::SparseAttentionBackend> vdit_search::ModelRunner for Wan
     }
 }
 
+/// Candidate evaluation on a Burn backend (the GPU kernels), in the model's dtype.
+struct BurnLayerRunner<B: vdit_attention::SparseAttentionBackend> {
+    device: B::Device,
+    dtype: burn::tensor::DType,
+}
+
+impl<B: vdit_attention::SparseAttentionBackend> vdit_search::eval::LayerRunner for BurnLayerRunner<B>
+where
+    B::Device: Send + Sync,
+{
+    fn run(
+        &self,
+        qkv: &vdit_search::LayerQkv,
+        layer: &vdit_patterns::CompiledLayer,
+    ) -> Result<Vec<f32>, vdit_search::SearchError> {
+        use burn::tensor::{Tensor, TensorData};
+        let shape = [1, qkv.heads, qkv.tokens, qkv.head_dim];
+        let t = |x: &[f32]| {
+            Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), shape), &self.device).cast(self.dtype)
+        };
+        let prepared = vdit_attention::PreparedLayer::from_compiled(layer.clone());
+        let err = |e: String| vdit_search::SearchError::Source(format!("GPU candidate evaluation: {e}"));
+        let out = B::sparse_attention(t(&qkv.q), t(&qkv.k), t(&qkv.v), &prepared, &Default::default())
+            .map_err(|e| err(e.to_string()))?;
+        out.output
+            .cast(burn::tensor::DType::F32)
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| err(format!("{e:?}")))
+    }
+
+    fn name(&self) -> String {
+        format!("{} {:?}", B::name(&self.device), self.dtype)
+    }
+}
+
 /// `cargo xtask search --model-dir DIR | --preset P`: greedy search through the model.
 fn run_model<B: vdit_attention::SparseAttentionBackend>(
     args: Args,
     device: B::Device,
 ) -> anyhow::Result<()> {
     use burn::tensor::{Distribution, Tensor};
+    if args.model.backend != super::forward::BackendKind::Cpu {
+        // Evaluate candidates with the GPU kernels too (same block tables as the CPU path).
+        let dtype = vdit_models::parse_dtype(&args.model.dtype)?;
+        vdit_search::eval::set_layer_runner(Box::new(BurnLayerRunner::<B> {
+            device: device.clone(),
+            dtype,
+        }));
+    }
     let model_args = super::forward::ModelArgs {
         model_dir: args.model.model_dir.clone(),
         preset: args.model.preset.clone(),
