@@ -12,15 +12,29 @@ fn bench(c: &mut Criterion) {
     let layout = VideoLayout::new(8, 32, 32).unwrap();
     let (heads, n, d) = (4, layout.total_tokens(), 64);
     let len = heads * n * d;
-    let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let x: Vec<f32> = (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     let cases = [
         ("dense", Pattern::Dense),
         ("diagonal_1frame", Pattern::Diagonal { band: 1.0 }),
         ("diagonal_quarter", Pattern::Diagonal { band: 0.25 }),
-        ("multi_diagonal", Pattern::MultiDiagonal { spatial_band: 0.1, frame_reach: 7 }),
+        (
+            "multi_diagonal",
+            Pattern::MultiDiagonal {
+                spatial_band: 0.1,
+                frame_reach: 7,
+            },
+        ),
         (
             "vertical_stripe",
-            Pattern::VerticalStripe { columns: vec![TokenSpan { start: 0.0, end: 0.125 }], band: Some(0.1) },
+            Pattern::VerticalStripe {
+                columns: vec![TokenSpan {
+                    start: 0.0,
+                    end: 0.125,
+                }],
+                band: Some(0.1),
+            },
         ),
         ("skip", Pattern::Skip),
     ];
@@ -35,7 +49,12 @@ fn bench(c: &mut Criterion) {
                     black_box(&x),
                     &x,
                     &x,
-                    Dims { batch: 1, heads, tokens: n, head_dim: d },
+                    Dims {
+                        batch: 1,
+                        heads,
+                        tokens: n,
+                        head_dim: d,
+                    },
                     &layer,
                     0.125,
                     None,

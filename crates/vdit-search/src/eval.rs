@@ -43,7 +43,9 @@ pub fn set_layer_runner(runner: Box<dyn LayerRunner>) -> bool {
 
 /// Name of the evaluation path in use (`cpu f32` unless a runner was installed).
 pub fn layer_runner_name() -> String {
-    RUNNER.get().map_or_else(|| "cpu f32".to_string(), |r| r.name())
+    RUNNER
+        .get()
+        .map_or_else(|| "cpu f32".to_string(), |r| r.name())
 }
 
 fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchError> {

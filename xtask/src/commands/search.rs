@@ -495,7 +495,8 @@ struct BurnLayerRunner<B: vdit_attention::SparseAttentionBackend> {
     dtype: burn::tensor::DType,
 }
 
-impl<B: vdit_attention::SparseAttentionBackend> vdit_search::eval::LayerRunner for BurnLayerRunner<B>
+impl<B: vdit_attention::SparseAttentionBackend> vdit_search::eval::LayerRunner
+    for BurnLayerRunner<B>
 where
     B::Device: Send + Sync,
 {
@@ -507,12 +508,20 @@ where
         use burn::tensor::{Tensor, TensorData};
         let shape = [1, qkv.heads, qkv.tokens, qkv.head_dim];
         let t = |x: &[f32]| {
-            Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), shape), &self.device).cast(self.dtype)
+            Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), shape), &self.device)
+                .cast(self.dtype)
         };
         let prepared = vdit_attention::PreparedLayer::from_compiled(layer.clone());
-        let err = |e: String| vdit_search::SearchError::Source(format!("GPU candidate evaluation: {e}"));
-        let out = B::sparse_attention(t(&qkv.q), t(&qkv.k), t(&qkv.v), &prepared, &Default::default())
-            .map_err(|e| err(e.to_string()))?;
+        let err =
+            |e: String| vdit_search::SearchError::Source(format!("GPU candidate evaluation: {e}"));
+        let out = B::sparse_attention(
+            t(&qkv.q),
+            t(&qkv.k),
+            t(&qkv.v),
+            &prepared,
+            &Default::default(),
+        )
+        .map_err(|e| err(e.to_string()))?;
         out.output
             .cast(burn::tensor::DType::F32)
             .into_data()
