@@ -1,7 +1,7 @@
 //! Plan-driven sparse 3D self-attention for Burn.
 //!
 //! Give it `q`, `k`, `v` of shape `[batch, heads, tokens, head_dim]`, the
-//! [`VideoLayout`] of the sequence and one layer's decisions from a plan, and it returns
+//! [`VideoLayout`](vdit_patterns::VideoLayout) of the sequence and one layer's decisions from a plan, and it returns
 //! the attention output; with no plan it is dense attention. Each head follows its own
 //! block table ([`vdit_patterns::BlockTable`]): blocks outside the table are never
 //! computed, skipped heads output zeros.
@@ -19,19 +19,28 @@
 //!
 //! ```
 //! use burn::backend::Flex;
+//! use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
+//! use burn::tensor::backend::Backend;
 //! use burn::tensor::{Distribution, Tensor};
-//! use vdit_attention::{attention, AttentionOptions, PreparedLayer};
+//! use vdit_attention::{attention, AttentionOptions, PreparedLayer, SparseAttentionBackend};
 //! use vdit_patterns::{Pattern, VideoLayout};
 //!
-//! let device = Default::default();
-//! let layout = VideoLayout::new(3, 4, 6)?; // 72 video tokens
-//! let [b, h, d] = [1, 2, 16];
-//! let q = Tensor::<Flex, 4>::random([b, h, 72, d], Distribution::Default, &device);
-//! let (k, v) = (q.clone(), q.clone());
-//! // Head 0 attends within a band of half a frame, head 1 is skipped.
-//! let layer = PreparedLayer::new(&[Pattern::Diagonal { band: 0.5 }, Pattern::Skip], &layout, 64)?;
-//! let out = attention(q, k, v, Some(&layer), &layout, &AttentionOptions::default())?;
-//! assert_eq!(out.output.dims(), [1, 2, 72, 16]);
+//! fn run<B: SparseAttentionBackend>(device: &B::Device) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+//!     let layout = VideoLayout::new(3, 4, 6)?; // 3 frames of 4 x 6 tokens
+//!     let q = Tensor::<B, 4>::random([1, 2, 72, 16], Distribution::Default, device);
+//!     // Head 0 attends within a band of half a frame, head 1 is skipped.
+//!     let layer = PreparedLayer::new(&[Pattern::Diagonal { band: 0.5 }, Pattern::Skip], &layout, 64)?;
+//!     let out = attention(q.clone(), q.clone(), q, Some(&layer), &layout, &AttentionOptions::default())?;
+//!     Ok(out.output)
+//! }
+//!
+//! // CPU (burn-flex, rayon block-sparse path).
+//! let cpu = run::<Flex>(&Default::default())?;
+//! assert_eq!(cpu.dims(), [1, 2, 72, 16]);
+//! // GPU (CubeCL kernels; WgpuDevice::Cpu is Mesa's CPU Vulkan driver, as in CI — use
+//! // `WgpuDevice::default()` or `burn_cubecl::CubeBackend<CudaRuntime, ..>` on a GPU).
+//! let gpu = run::<CubeBackend<WgpuRuntime, f32, i32, u32>>(&WgpuDevice::Cpu)?;
+//! assert_eq!(gpu.dims(), [1, 2, 72, 16]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
