@@ -23,7 +23,7 @@ pub struct Args {
     /// default runs.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     captures: Vec<PathBuf>,
-    /// Plan file to write (RON) [default: results/search/<model>.plan.ron].
+    /// Plan file to write (RON); default `results/search/<model>.plan.ron`.
     #[arg(long, value_name = "PLAN.ron")]
     out: Option<PathBuf>,
     /// JSON report to write [default: next to the plan, .report.json].

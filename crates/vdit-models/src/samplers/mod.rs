@@ -10,7 +10,7 @@
 //!   Wan's pipeline tests).
 //! - [`UniPcFlow`]: `UniPCMultistepScheduler` in the flow-prediction configuration Wan2.1
 //!   ships with (`bh2`, order 2, `predict_x0`, `lower_order_final`, `final_sigmas_type=zero`).
-//! - [`cfg`]: `uncond + scale * (cond - uncond)`.
+//! - [`cfg`](fn@cfg): `uncond + scale * (cond - uncond)`.
 //!
 //! One file per scheduler; DDIM/CogVideoX-DPM go in their own files beside these.
 
