@@ -2,12 +2,11 @@
 //! `norm_final`, AdaLN output, unpatchify to `[B, F, C, H, W]`.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use vdit_attention::{AttentionContext, AttentionPlan, SparseAttentionBackend};
+use vdit_attention::{AttentionContext, SparseAttentionBackend};
 use vdit_models::io::TensorMap;
 use vdit_models::nn::{LayerNorm32, Linear, silu, to_dtype};
 use vdit_models::{DiffusersConfig, ModelError, Result, Weights};
@@ -139,16 +138,8 @@ impl<B: Backend> CogVideoXTransformer3DModel<B> {
         plan: Option<&Plan>,
     ) -> Result<AttentionContext> {
         let layout = self.layout(frames, height, width, text)?;
-        match plan {
-            None => Ok(AttentionContext::dense(layout)),
-            Some(p) => {
-                let c = &self.config;
-                p.check_model(c.layers, c.heads, c.head_dim)
-                    .map_err(|e| ModelError::Config(format!("plan does not fit the model: {e}")))?;
-                let compiled = AttentionPlan::new(p.clone(), layout)?;
-                Ok(AttentionContext::with_plan(layout, Arc::new(compiled))?)
-            }
-        }
+        let c = &self.config;
+        vdit_models::attention_context(layout, plan, c.layers, c.heads, c.head_dim)
     }
 
     /// One denoiser call with the arguments read from a tensor file under diffusers'

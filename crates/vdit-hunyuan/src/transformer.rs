@@ -2,12 +2,11 @@
 //! single-stream blocks over `[video | text]`, modulated output, unpatchify.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Distribution, Tensor, TensorData};
-use vdit_attention::{AttentionContext, AttentionPlan, SparseAttentionBackend};
+use vdit_attention::{AttentionContext, SparseAttentionBackend};
 use vdit_models::io::TensorMap;
 use vdit_models::nn::rope::{FreqPrecision, rope_3d};
 use vdit_models::nn::{LayerNorm32, Linear, silu, to_dtype};
@@ -256,16 +255,8 @@ impl<B: Backend> HunyuanVideoTransformer3DModel<B> {
         plan: Option<&Plan>,
     ) -> Result<AttentionContext> {
         let layout = self.layout(frames, height, width, text_len)?;
-        match plan {
-            None => Ok(AttentionContext::dense(layout)),
-            Some(p) => {
-                let c = &self.config;
-                p.check_model(c.attention_layers(), c.heads, c.head_dim)
-                    .map_err(|e| ModelError::Config(format!("plan does not fit the model: {e}")))?;
-                let compiled = AttentionPlan::new(p.clone(), layout)?;
-                Ok(AttentionContext::with_plan(layout, Arc::new(compiled))?)
-            }
-        }
+        let c = &self.config;
+        vdit_models::attention_context(layout, plan, c.attention_layers(), c.heads, c.head_dim)
     }
 
     /// One denoiser call with the arguments read from a tensor file under diffusers'

@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod context;
 mod error;
 pub mod io;
 pub mod nn;
@@ -58,6 +59,7 @@ pub mod samplers;
 mod weights;
 
 pub use config::{DiffusersConfig, ModelClass};
+pub use context::attention_context;
 pub use error::{ModelError, Result};
 pub use weights::{Init, Weights};
 

@@ -1,12 +1,11 @@
 //! `WanTransformer3DModel`: patchify, condition, N blocks, modulated output, unpatchify.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use vdit_attention::{AttentionContext, AttentionPlan, SparseAttentionBackend};
+use vdit_attention::{AttentionContext, SparseAttentionBackend};
 use vdit_models::io::TensorMap;
 use vdit_models::nn::rope::{FreqPrecision, rope_3d};
 use vdit_models::nn::{LayerNorm32, Linear, to_dtype, to_f32};
@@ -123,16 +122,8 @@ impl<B: Backend> WanTransformer3DModel<B> {
         plan: Option<&Plan>,
     ) -> Result<AttentionContext> {
         let layout = self.layout(frames, height, width)?;
-        match plan {
-            None => Ok(AttentionContext::dense(layout)),
-            Some(p) => {
-                let c = &self.config;
-                p.check_model(c.layers, c.heads, c.head_dim)
-                    .map_err(|e| ModelError::Config(format!("plan does not fit the model: {e}")))?;
-                let compiled = AttentionPlan::new(p.clone(), layout)?;
-                Ok(AttentionContext::with_plan(layout, Arc::new(compiled))?)
-            }
-        }
+        let c = &self.config;
+        vdit_models::attention_context(layout, plan, c.layers, c.heads, c.head_dim)
     }
 
     /// One denoiser call with the arguments read from a tensor file under diffusers'
