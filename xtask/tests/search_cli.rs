@@ -123,3 +123,63 @@ fn bad_input_fails_clearly_and_writes_nothing() {
         assert!(!plan.exists(), "{args:?} left a plan behind");
     }
 }
+
+#[test]
+fn model_driven_search_through_a_diffusers_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/vdit-wan/tests/fixtures/b2_f3_12x20_nonsquare");
+    let (plan, report) = (dir.path().join("p.ron"), dir.path().join("r.json"));
+    let common = [
+        "--model-dir",
+        model.to_str().unwrap(),
+        "--schedule-steps",
+        "4",
+        "--ranges",
+        "2",
+        "--seeds",
+        "0,1",
+        "--epsilon",
+        "0.3",
+        "--out",
+        plan.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--quiet",
+    ];
+    let mut args = common.to_vec();
+    args.extend(["--latent", "3x12x20"]);
+    let out = xtask(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = vdit_patterns::Plan::load(&plan).unwrap();
+    p.check_model(2, 2, 12).unwrap();
+    assert_eq!(
+        (p.layout.frames, p.layout.height, p.layout.width),
+        (3, 6, 10)
+    );
+    assert_eq!(p.ranges.len(), 2);
+    assert!(
+        p.provenance.notes.contains("propagated"),
+        "{}",
+        p.provenance.notes
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["samples"], 2);
+    assert_eq!(r["captured_steps"], serde_json::json!([1, 3]));
+    assert!(!r["decisions"].as_array().unwrap().is_empty());
+
+    // A latent the patch size does not divide fails clearly and writes nothing.
+    std::fs::remove_file(&plan).unwrap();
+    let mut args = common.to_vec();
+    args.extend(["--latent", "3x13x20"]);
+    let out = xtask(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("13"), "{err}");
+    assert!(!plan.exists());
+}

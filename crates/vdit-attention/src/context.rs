@@ -104,6 +104,19 @@ pub trait CaptureHook: Send + Sync {
     }
     /// Receives one capture.
     fn capture(&self, captured: CapturedAttention);
+    /// Patterns to run layer `layer` at step `step` with instead of the context's (plan
+    /// or dense), asked on every self-attention call after [`CaptureHook::capture`] (when
+    /// wanted) and before the layer runs. A greedy search uses it to run each layer with
+    /// the patterns it has just decided on that layer's own inputs, so one forward pass
+    /// propagates the mixed output. `Ok(None)` keeps the context's layer; an error aborts
+    /// the forward pass with that error. The default never overrides.
+    fn layer_override(
+        &self,
+        _step: usize,
+        _layer: usize,
+    ) -> Result<Option<Arc<PreparedLayer>>, AttentionError> {
+        Ok(None)
+    }
 }
 
 /// The attention state a model's forward pass carries. Cheap to clone.
@@ -234,6 +247,11 @@ impl AttentionContext {
                 dense_output,
             });
         }
+        let overridden = match &self.capture {
+            Some(hook) => hook.layer_override(self.step, layer)?,
+            None => None,
+        };
+        let prepared = overridden.as_deref().or(prepared);
         let opts = AttentionOptions {
             key_padding,
             ..Default::default()

@@ -15,6 +15,10 @@ pub enum AttentionError {
     /// Compiling patterns failed.
     #[error(transparent)]
     Pattern(#[from] vdit_patterns::PatternError),
+    /// A [`crate::CaptureHook`] stopped the forward pass (e.g. a search that no longer
+    /// needs the rest of a run).
+    #[error("attention call aborted: {0}")]
+    Aborted(String),
     /// A GPU kernel reported an error.
     #[error("kernel error: {0}")]
     Kernel(String),

@@ -326,6 +326,7 @@ pub fn search(
 ) -> Result<SearchOutcome, SearchError> {
     let t0 = Instant::now();
     let (engine, total_steps) = Engine::new(source, opts, cost)?;
+    source.use_block_size(opts.block_size);
     let (info, ranges) = (engine.info.clone(), engine.ranges.clone());
     let propagated = source.propagates();
     let (epsilon, decisions) = if !propagated {

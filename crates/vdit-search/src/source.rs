@@ -141,6 +141,11 @@ pub trait QkvSource {
         false
     }
 
+    /// The block size the search compiles patterns at (called once before it starts):
+    /// a propagating source runs decided layers with tables of this block size, so the
+    /// mixed output it propagates is the one the search measured.
+    fn use_block_size(&mut self, _block_size: usize) {}
+
     /// Q/K/V of `layer` at `step` for `sample`, given the decisions made so far.
     fn qkv(
         &mut self,

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use burn::backend::Flex;
 use burn::tensor::{DType, Distribution, Tensor};
-use vdit_attention::CaptureHook;
+use vdit_attention::{CaptureHook, CapturedAttention};
 use vdit_models::samplers::{FlowMatchEuler, Sampler};
 use vdit_patterns::{Pattern, Plan, VideoLayout};
 use vdit_search::{
@@ -21,6 +21,7 @@ type B = Flex;
 /// Latents `[1, 4, 4, 16, 16]`: 4 x 8 x 8 = 256 tokens after 1x2x2 patching.
 const LATENT: [usize; 5] = [1, 4, 4, 16, 16];
 
+#[derive(Clone)]
 struct WanRunner {
     model: WanTransformer3DModel<B>,
     noise: Vec<Tensor<B, 5>>,
@@ -181,4 +182,165 @@ fn greedy_search_through_the_model_writes_a_valid_plan() {
             assert!(d.loss <= 0.5 && d.error.is_finite(), "{d:?}");
         }
     }
+}
+
+/// The straightforward propagating source the paused runs must agree with: every query
+/// re-runs the trajectory from the noise with the plan of the decisions so far.
+struct Replay {
+    runner: WanRunner,
+    source: ModelSource<WanRunner>,
+    block_size: usize,
+}
+
+struct OneShot {
+    at: (usize, usize),
+    slot: Mutex<Option<CapturedAttention>>,
+}
+
+impl CaptureHook for OneShot {
+    fn wants(&self, step: usize, layer: usize) -> bool {
+        (step, layer) == self.at
+    }
+    fn capture(&self, c: CapturedAttention) {
+        *self.slot.lock().unwrap() = Some(c);
+    }
+}
+
+impl QkvSource for Replay {
+    fn info(&self) -> SourceInfo {
+        self.runner.info()
+    }
+    fn propagates(&self) -> bool {
+        true
+    }
+    fn use_block_size(&mut self, block_size: usize) {
+        self.block_size = block_size;
+        self.source.use_block_size(block_size);
+    }
+    fn qkv(
+        &mut self,
+        sample: usize,
+        step: usize,
+        layer: usize,
+        decided: &Decided,
+    ) -> Result<vdit_search::LayerQkv, SearchError> {
+        let plan = self.source.partial_plan(decided, step)?;
+        assert_eq!(plan.block_size, self.block_size);
+        let hook = Arc::new(OneShot {
+            at: (step, layer),
+            slot: Mutex::new(None),
+        });
+        self.runner.run_to(sample, step, &plan, hook.clone())?;
+        let c = hook.slot.lock().unwrap().take().unwrap();
+        let f =
+            |t: &burn::tensor::TensorData| t.clone().convert::<f32>().into_vec::<f32>().unwrap();
+        let (h, n, d) = (c.q.shape[1], c.q.shape[2], c.q.shape[3]);
+        vdit_search::LayerQkv::new(h, n, d, f(&c.q), f(&c.k), f(&c.v))
+    }
+}
+
+#[test]
+fn paused_runs_match_replaying_the_trajectory_for_every_layer() {
+    // Two samples, three steps, one step range each, a loose epsilon so that layers go
+    // sparse and the propagation matters; block 128 so that tables differ from the
+    // default 64.
+    let opts = SearchOptions {
+        ranges: 3,
+        epsilon: 0.6,
+        block_size: 128,
+        ..common::opts()
+    };
+    let runner = WanRunner::new(2, 3);
+    let mut replay = Replay {
+        runner: runner.clone(),
+        source: ModelSource::new(runner.clone()),
+        block_size: 0,
+    };
+    let mut paused = ModelSource::new(runner);
+    let a = search(
+        &mut replay,
+        &opts,
+        &common::cost(),
+        common::meta(),
+        &NoProgress,
+    )
+    .unwrap();
+    let b = search(
+        &mut paused,
+        &opts,
+        &common::cost(),
+        common::meta(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(
+        a.decisions
+            .iter()
+            .flatten()
+            .flatten()
+            .any(|d| d.pattern != Pattern::Dense),
+        "the test needs sparse decisions to exercise propagation"
+    );
+    assert_eq!(a.plan.ranges, b.plan.ranges);
+    for (x, y) in a
+        .decisions
+        .iter()
+        .flatten()
+        .flatten()
+        .zip(b.decisions.iter().flatten().flatten())
+    {
+        assert_eq!(x.pattern, y.pattern);
+        assert!(
+            (x.error - y.error).abs() <= 1e-9 * x.error.abs().max(1e-12),
+            "{x:?} vs {y:?}"
+        );
+    }
+    // One run per sample: the search never went back.
+    assert_eq!(paused.runs_started(), 2);
+    // Ranges of several captured steps run their later steps with the range's undecided
+    // layers dense, so those runs restart for every layer; the result is still the same.
+    let opts = SearchOptions { ranges: 2, ..opts };
+    let mut paused = ModelSource::new(WanRunner::new(1, 3));
+    let c = search(
+        &mut paused,
+        &opts,
+        &common::cost(),
+        common::meta(),
+        &NoProgress,
+    )
+    .unwrap();
+    let mut replay = Replay {
+        runner: WanRunner::new(1, 3),
+        source: ModelSource::new(WanRunner::new(1, 3)),
+        block_size: 0,
+    };
+    let d = search(
+        &mut replay,
+        &opts,
+        &common::cost(),
+        common::meta(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(c.plan.ranges, d.plan.ranges);
+    assert!(paused.runs_started() > 1);
+}
+
+#[test]
+fn paused_runs_restart_when_asked_for_an_earlier_layer_or_other_decisions() {
+    let mut source = ModelSource::new(WanRunner::new(1, 2));
+    let dense = Decided::new();
+    let l1 = source.qkv(0, 0, 1, &dense).unwrap();
+    assert_eq!(source.runs_started(), 1);
+    // Layer 0 is behind the paused run: restart, same inputs as a fresh run.
+    let l0 = source.qkv(0, 0, 0, &dense).unwrap();
+    assert_eq!(source.runs_started(), 2);
+    assert_eq!(source.qkv(0, 0, 1, &dense).unwrap(), l1);
+    assert_eq!(source.runs_started(), 2);
+    assert_eq!(source.qkv(0, 0, 0, &dense).unwrap(), l0);
+    // A layer index past the model is an error, not a hang.
+    let err = source.qkv(0, 1, 5, &dense).unwrap_err();
+    assert!(err.to_string().contains("layer 5"), "{err}");
+    // And the source still works afterwards.
+    assert_eq!(source.qkv(0, 0, 1, &dense).unwrap(), l1);
 }

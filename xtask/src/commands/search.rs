@@ -428,6 +428,8 @@ fn parse_layout(
 
 /// A Wan2.1 denoiser run for the search: flow-matching Euler from seeded noise, the
 /// conditional branch only (no CFG), attention through the partial plan and the hook.
+/// Clones share the weights (the search runs each sample on its own thread).
+#[derive(Clone)]
 struct WanRunner<B: vdit_attention::SparseAttentionBackend> {
     model: vdit_wan::WanTransformer3DModel<B>,
     latent: [usize; 3],
@@ -490,9 +492,62 @@ impl<B: vdit_attention::SparseAttentionBackend> vdit_search::ModelRunner for Wan
 }
 
 /// Candidate evaluation on a Burn backend (the GPU kernels), in the model's dtype.
+///
+/// A layer's candidates are evaluated slot after slot on the same q/k/v: the last upload
+/// is kept on the device and reused while the host buffers are the same (same address,
+/// length and sampled values).
 struct BurnLayerRunner<B: vdit_attention::SparseAttentionBackend> {
     device: B::Device,
     dtype: burn::tensor::DType,
+    uploaded: std::sync::Mutex<Option<(QkvFingerprint, UploadedQkv<B>)>>,
+}
+
+type UploadedQkv<B> = [burn::tensor::Tensor<B, 4>; 3];
+
+/// Identity of a host q/k/v: buffer addresses, length and a strided sample of values.
+#[derive(Clone, PartialEq)]
+struct QkvFingerprint(Vec<u64>);
+
+impl QkvFingerprint {
+    fn of(qkv: &vdit_search::LayerQkv) -> Self {
+        let mut v = vec![qkv.heads as u64, qkv.tokens as u64, qkv.head_dim as u64];
+        for x in [&qkv.q, &qkv.k, &qkv.v] {
+            v.push(x.as_ptr() as u64);
+            let stride = (x.len() / 1024).max(1);
+            v.extend(x.iter().step_by(stride).map(|f| f.to_bits() as u64));
+        }
+        QkvFingerprint(v)
+    }
+}
+
+impl<B: vdit_attention::SparseAttentionBackend> BurnLayerRunner<B> {
+    fn new(device: B::Device, dtype: burn::tensor::DType) -> Self {
+        BurnLayerRunner {
+            device,
+            dtype,
+            uploaded: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn upload(&self, qkv: &vdit_search::LayerQkv) -> UploadedQkv<B> {
+        use burn::tensor::{Tensor, TensorData};
+        let key = QkvFingerprint::of(qkv);
+        let mut slot = self.uploaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, t)) = slot.as_ref()
+            && *k == key
+        {
+            return t.clone();
+        }
+        *slot = None; // free the previous layer's upload first
+        let shape = [1, qkv.heads, qkv.tokens, qkv.head_dim];
+        let t = |x: &[f32]| {
+            Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), shape), &self.device)
+                .cast(self.dtype)
+        };
+        let tensors = [t(&qkv.q), t(&qkv.k), t(&qkv.v)];
+        *slot = Some((key, tensors.clone()));
+        tensors
+    }
 }
 
 impl<B: vdit_attention::SparseAttentionBackend> vdit_search::eval::LayerRunner
@@ -505,23 +560,12 @@ where
         qkv: &vdit_search::LayerQkv,
         layer: &vdit_patterns::CompiledLayer,
     ) -> Result<Vec<f32>, vdit_search::SearchError> {
-        use burn::tensor::{Tensor, TensorData};
-        let shape = [1, qkv.heads, qkv.tokens, qkv.head_dim];
-        let t = |x: &[f32]| {
-            Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), shape), &self.device)
-                .cast(self.dtype)
-        };
+        let [q, k, v] = self.upload(qkv);
         let prepared = vdit_attention::PreparedLayer::from_compiled(layer.clone());
         let err =
             |e: String| vdit_search::SearchError::Source(format!("GPU candidate evaluation: {e}"));
-        let out = B::sparse_attention(
-            t(&qkv.q),
-            t(&qkv.k),
-            t(&qkv.v),
-            &prepared,
-            &Default::default(),
-        )
-        .map_err(|e| err(e.to_string()))?;
+        let out = B::sparse_attention(q, k, v, &prepared, &Default::default())
+            .map_err(|e| err(e.to_string()))?;
         out.output
             .cast(burn::tensor::DType::F32)
             .into_data()
@@ -544,10 +588,10 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
     if args.model.backend != super::forward::BackendKind::Cpu {
         // Evaluate candidates with the GPU kernels too (same block tables as the CPU path).
         let dtype = vdit_models::parse_dtype(&args.model.dtype)?;
-        vdit_search::eval::set_layer_runner(Box::new(BurnLayerRunner::<B> {
-            device: device.clone(),
+        vdit_search::eval::set_layer_runner(Box::new(BurnLayerRunner::<B>::new(
+            device.clone(),
             dtype,
-        }));
+        )));
     }
     let model_args = super::forward::ModelArgs {
         model_dir: args.model.model_dir.clone(),
