@@ -148,7 +148,13 @@ fn model_driven_search_through_a_diffusers_directory() {
         "--quiet",
     ];
     let mut args = common.to_vec();
-    args.extend(["--latent", "3x12x20"]);
+    args.extend([
+        "--latent",
+        "3x12x20",
+        "--measure-attention",
+        "--measure-repeats",
+        "1",
+    ]);
     let out = xtask(&args);
     assert!(
         out.status.success(),
@@ -172,6 +178,9 @@ fn model_driven_search_through_a_diffusers_directory() {
     assert_eq!(r["samples"], 2);
     assert_eq!(r["captured_steps"], serde_json::json!([1, 3]));
     assert!(!r["decisions"].as_array().unwrap().is_empty());
+    let m = &r["extra"]["measured_attention"];
+    assert!(m["dense_ms"].as_f64().unwrap() > 0.0, "{m}");
+    assert!(m["plan_ms"].as_f64().unwrap() > 0.0, "{m}");
 
     // A latent the patch size does not divide fails clearly and writes nothing.
     std::fs::remove_file(&plan).unwrap();

@@ -128,6 +128,14 @@ struct ModelRun {
     /// Model-driven search: noise seeds, one sample each (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     seeds: Vec<u64>,
+    /// Model-driven search: after the search, time the plan's attention (every layer of
+    /// every step range, on random q/k/v of the model's shape and dtype) against dense
+    /// attention on the same backend, and add the measured speedup to the report.
+    #[arg(long)]
+    measure_attention: bool,
+    /// Timed repetitions of `--measure-attention` (median).
+    #[arg(long, default_value_t = 3)]
+    measure_repeats: usize,
 }
 
 /// Cost model and candidate options.
@@ -602,8 +610,14 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
         dtype: args.model.dtype.clone(),
         plan: None,
     };
+    #[allow(irrefutable_let_patterns)] // more model classes are being wired into Denoiser
     let super::forward::Denoiser::Wan(model) =
-        super::forward::Denoiser::<B>::load(&model_args, &device)?;
+        super::forward::Denoiser::<B>::load(&model_args, &device)?
+    else {
+        bail!(
+            "model-driven search runs Wan2.1 models for now; for HunyuanVideo or CogVideoX, write capture files (tools/write_captures.py) and use --captures"
+        );
+    };
     let latent_arg = args
         .model
         .latent
@@ -671,9 +685,10 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
         schedule_steps: total,
         flow_shift: args.model.flow_shift,
         capture_steps,
-        device,
+        device: device.clone(),
         name: name.clone(),
     };
+    let measure_device = device;
     let mut source = vdit_search::ModelSource::new(runner);
     let opts = SearchOptions {
         lambda: args.lambda,
@@ -745,7 +760,25 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
         &Bar(bar),
     )?;
     let inputs = vec![format!("model run: {}", outcome.plan.provenance.weights)];
-    let report = SearchReport::new(&outcome, inputs);
+    let mut report = SearchReport::new(&outcome, inputs);
+    if args.model.measure_attention {
+        let m = measure_attention::<B>(
+            &outcome.plan,
+            vdit_models::parse_dtype(&args.model.dtype)?,
+            &measure_device,
+            args.model.measure_repeats,
+        )?;
+        println!(
+            "measured attention per step: dense {:.1} ms, plan {:.1} ms: {:.2}x (predicted {:.2}x)",
+            m.dense_ms,
+            m.plan_ms,
+            m.dense_ms / m.plan_ms,
+            outcome.predicted_speedup
+        );
+        report
+            .extra
+            .insert("measured_attention".into(), serde_json::to_value(&m)?);
+    }
     let slug: String = name
         .chars()
         .map(|c| {
@@ -840,4 +873,92 @@ fn evaluate(args: &Args, plan_path: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", r.display()))?;
     }
     Ok(())
+}
+
+/// Attention time of one denoising step, dense and with a plan (mean over the plan's
+/// steps), measured on a backend.
+#[derive(Debug, serde::Serialize)]
+struct MeasuredAttention {
+    /// Backend and dtype.
+    backend: String,
+    /// Dense attention of all layers, per step (ms).
+    dense_ms: f64,
+    /// The plan's attention of all layers, per step (ms, weighted by range length).
+    plan_ms: f64,
+    /// `dense_ms / plan_ms`.
+    speedup: f64,
+    /// Timed repetitions (median).
+    repeats: usize,
+    /// What was timed.
+    method: String,
+}
+
+/// Times every layer of every step range of `plan` (one launch per layer) on random
+/// q/k/v of the plan's shape, and the same number of dense layers.
+fn measure_attention<B: vdit_attention::SparseAttentionBackend>(
+    plan: &vdit_patterns::Plan,
+    dtype: burn::tensor::DType,
+    device: &B::Device,
+    repeats: usize,
+) -> anyhow::Result<MeasuredAttention> {
+    use burn::tensor::{Distribution, Tensor};
+    use vdit_attention::{AttentionPlan, PreparedLayer};
+    let (heads, d) = (plan.model.heads, plan.model.head_dim);
+    let n = plan.layout.total_tokens();
+    let compiled = AttentionPlan::new(plan.clone(), plan.layout)?;
+    let dense = PreparedLayer::dense(heads, &plan.layout, plan.block_size)?;
+    B::seed(device, 7);
+    let t = || {
+        Tensor::<B, 4>::random([1, heads, n, d], Distribution::Uniform(-1.0, 1.0), device)
+            .cast(dtype)
+    };
+    let (q, k, v) = (t(), t(), t());
+    let run_layers = |layers: &mut dyn Iterator<Item = &PreparedLayer>| -> anyhow::Result<f64> {
+        let mut times = Vec::new();
+        let layers: Vec<&PreparedLayer> = layers.collect();
+        for i in 0..=repeats.max(1) {
+            B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
+            let t0 = std::time::Instant::now();
+            for layer in &layers {
+                let out = B::sparse_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    layer,
+                    &Default::default(),
+                )?;
+                drop(out);
+            }
+            B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
+            if i > 0 {
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    };
+    let layers = plan.model.layers;
+    let dense_ms = run_layers(&mut std::iter::repeat_n(&dense, layers))?;
+    let (mut plan_ms, mut steps) = (0.0, 0);
+    for r in &plan.ranges {
+        let len = r.end - r.start;
+        let ms = run_layers(&mut (0..layers).map(|l| {
+            compiled
+                .layer(r.start, l)
+                .expect("the plan was compiled for its own layer count")
+        }))?;
+        plan_ms += ms * len as f64;
+        steps += len;
+    }
+    let plan_ms = plan_ms / steps.max(1) as f64;
+    Ok(MeasuredAttention {
+        backend: format!("{} {dtype:?}", B::name(device)),
+        dense_ms,
+        plan_ms,
+        speedup: dense_ms / plan_ms,
+        repeats,
+        method: format!(
+            "all {layers} layers of a step, one launch each, random uniform q/k/v [1, {heads}, {n}, {d}], median of {repeats} after a warm-up; plan time weighted by step-range length"
+        ),
+    })
 }
