@@ -1,7 +1,7 @@
 //! The single launch per layer.
 
 use crate::kernel::{mma, portable, tensor_core};
-use crate::path::{TcEngine, engine_for, prefetch_v, select_path, tc_async, tc_warps};
+use crate::path::{TcEngine, engine_for, prefetch_v, select_path, tc_async, tc_fast, tc_warps};
 use crate::validate::validate;
 use crate::{DeviceLayer, KernelError, KernelPath, SparseAttention};
 use cubecl::prelude::*;
@@ -152,6 +152,7 @@ pub fn launch<R: Runtime>(
                     problem.want_lse,
                     tc_warps(block_size),
                     tc_async(),
+                    tc_fast(),
                     dtypes,
                 )
             }

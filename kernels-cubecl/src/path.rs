@@ -187,3 +187,21 @@ pub(crate) fn tc_async() -> bool {
     static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FLAG.get_or_init(|| std::env::var("VDIT_TC_ASYNC").map_or(true, |v| v != "0"))
 }
+
+/// mma-engine knob `VDIT_TC_FAST` (read once per process): `1` runs tiles whose 64 keys
+/// are all valid (inside the sequence, no key padding, `scale > 0`) through an unmasked
+/// softmax (one FMA and one `exp` per score, no selects), skips the `O` rescale when no row
+/// maximum of a plane changed, and skips the permutation load of unpermuted heads; `2` is
+/// `1` with `2^x` through `powf` instead of `exp`; `3` (the default) is `2` with tree
+/// max/sum reductions and contiguous K/V row copies for unpermuted heads; `0` is the
+/// previous kernel (every score scaled, masked and selected). Wan2.1-480p dense on the
+/// H100 (results/kernels run 6): 31.3 / 28.4 / 27.1 / 26.6 ms for 0 / 1 / 2 / 3.
+pub(crate) fn tc_fast() -> u32 {
+    static FLAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *FLAG.get_or_init(|| match std::env::var("VDIT_TC_FAST").as_deref() {
+        Ok("0") => 0,
+        Ok("1") => 1,
+        Ok("2") => 2,
+        _ => 3,
+    })
+}

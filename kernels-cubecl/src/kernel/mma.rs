@@ -24,6 +24,15 @@
 //! by one mbarrier per buffer (`commit_copy_async` + `arrive_and_wait`, which also orders
 //! the reuse of a buffer after every plane finished reading it). Without `pipelined`, one
 //! buffer pair is loaded synchronously between two cube barriers per tile.
+//!
+//! Fast path (`fast > 0`, `VDIT_TC_FAST`, default 3): a tile whose 64 keys are all valid
+//! (inside the sequence, no key-padding mask) with `scale > 0` skips every per-score select:
+//! the row max is taken on the raw scores (`max(scale s) = scale max(s)`), each probability
+//! is one FMA and one exponential (mode >= 2: `2^(s scale log2 e - m log2 e)` through `powf`,
+//! which NVRTC folds to FFMA + `ex2`, one multiply less than `__expf`), max and sums use
+//! short trees (mode 3). Tiles with any masked key (ragged tail, key padding) keep the
+//! masked softmax. Both skip the `O` rescale when no row maximum of the plane changed
+//! (`alpha == 1` exactly), and unpermuted heads copy K/V rows from one base address.
 
 use super::{MASKED, MASKED_THRESHOLD};
 use cubecl::cmma::MmaDefinition;
@@ -119,33 +128,70 @@ fn issue_kv<F: Float, N: Size>(
     #[comptime] head_dim: usize,
     #[comptime] stride: usize,
     #[comptime] threads: usize,
+    #[comptime] skip_perm: bool,
+    #[comptime] contiguous: bool,
 ) {
     let vn = N::value();
     let dv = comptime!(head_dim / vn);
     let per_thread = comptime!(rows * dv / threads);
-    #[unroll]
-    for j in 0..per_thread {
-        let i = UNIT_POS + (j * threads) as u32;
-        let rr = i / dv as u32;
-        let c = i % dv as u32;
-        let pp = p0 + rr;
-        let pc = select(pp < tokens, pp, tokens - 1);
-        let pn = perm[select(permuted, pc, 0u32) as usize];
-        let n = select(permuted, pn, pc);
-        let src = base_v + n as usize * dv + c as usize;
-        // Scalar offset into the scalar shared array: the emitted copy adds the slice's raw
-        // offset to the array's scalar pointer, so the destination must not be vectorized.
-        let dst = off + rr as usize * stride + c as usize * vn;
-        let mut kd = unsafe {
-            sk.slice_mut(dst, dst + vn)
-                .downcast_unchecked::<Vector<F, N>>()
-        };
-        let mut vd = unsafe {
-            sv.slice_mut(dst, dst + vn)
-                .downcast_unchecked::<Vector<F, N>>()
-        };
-        copy_async(&k.slice(src, src + 1), &mut kd, comptime!(vn as u32));
-        copy_async(&v.slice(src, src + 1), &mut vd, comptime!(vn as u32));
+    let mut contig = false;
+    if comptime!(contiguous && threads.is_multiple_of(dv)) {
+        contig = !permuted && p0 + rows as u32 <= tokens;
+    }
+    if contig {
+        // Unpermuted, all rows inside: rows p0.. are contiguous, one base address per thread.
+        let step_rows = comptime!(threads / dv);
+        let rr = UNIT_POS as usize / dv;
+        let c = UNIT_POS as usize % dv;
+        let src0 = base_v + (p0 as usize + rr) * dv + c;
+        let dst0 = off + rr * stride + c * vn;
+        #[unroll]
+        for j in 0..per_thread {
+            let src = src0 + j * threads;
+            let dst = dst0 + j * step_rows * stride;
+            let mut kd = unsafe {
+                sk.slice_mut(dst, dst + vn)
+                    .downcast_unchecked::<Vector<F, N>>()
+            };
+            let mut vd = unsafe {
+                sv.slice_mut(dst, dst + vn)
+                    .downcast_unchecked::<Vector<F, N>>()
+            };
+            copy_async(&k.slice(src, src + 1), &mut kd, comptime!(vn as u32));
+            copy_async(&v.slice(src, src + 1), &mut vd, comptime!(vn as u32));
+        }
+    } else {
+        #[unroll]
+        for j in 0..per_thread {
+            let i = UNIT_POS + (j * threads) as u32;
+            let rr = i / dv as u32;
+            let c = i % dv as u32;
+            let pp = p0 + rr;
+            let pc = select(pp < tokens, pp, tokens - 1);
+            let mut n = pc;
+            if comptime!(skip_perm) {
+                if permuted {
+                    n = perm[pc as usize];
+                }
+            } else {
+                let pn = perm[select(permuted, pc, 0u32) as usize];
+                n = select(permuted, pn, pc);
+            }
+            let src = base_v + n as usize * dv + c as usize;
+            // Scalar offset into the scalar shared array: the emitted copy adds the slice's raw
+            // offset to the array's scalar pointer, so the destination must not be vectorized.
+            let dst = off + rr as usize * stride + c as usize * vn;
+            let mut kd = unsafe {
+                sk.slice_mut(dst, dst + vn)
+                    .downcast_unchecked::<Vector<F, N>>()
+            };
+            let mut vd = unsafe {
+                sv.slice_mut(dst, dst + vn)
+                    .downcast_unchecked::<Vector<F, N>>()
+            };
+            copy_async(&k.slice(src, src + 1), &mut kd, comptime!(vn as u32));
+            copy_async(&v.slice(src, src + 1), &mut vd, comptime!(vn as u32));
+        }
     }
 }
 
@@ -172,19 +218,33 @@ fn pair<F: Float>(r: &Array<Vector<F, V2>>, #[comptime] first: usize) -> Array<V
     a
 }
 
-/// One 64-key tile: `S = Q K^T`, online softmax in registers, `O += P V`. `st` holds
-/// `[m_g, m_g8, l_g, l_g8]` (running maxima of rows `g`, `g + 8` and this lane's partial sums).
+/// `acc *= alpha` (rows `g` and `g + 8`).
+#[cube]
+fn rescale_acc(
+    acc: &mut Sequence<Array<Vector<f32, V2>>>,
+    alpha0: f32,
+    alpha1: f32,
+    #[comptime] head_dim: usize,
+) {
+    let dn = comptime!(head_dim / 8);
+    let va0 = Vector::<f32, V2>::new(alpha0);
+    let va1 = Vector::<f32, V2>::new(alpha1);
+    #[unroll]
+    for j in 0..dn {
+        let aj = acc.index_mut(j);
+        aj[0] = aj[0] * va0;
+        aj[1] = aj[1] * va1;
+    }
+}
+
+/// Online softmax of one tile whose keys may be masked (ragged tail, key padding): scale,
+/// mask (columns `k0 + j*8 + 2t + x`), row max, `P = exp(S - m)` in place, running sums,
+/// `O *= alpha`. With `lazy`, the rescale is skipped when no row maximum of the plane
+/// changed (`alpha == 1` exactly for every lane).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn attend_tile<F: Float, M: Int>(
-    def: &MmaDefinition<F, F, f32>,
-    sk: &SharedMemory<F>,
-    sv: &SharedMemory<F>,
-    koff: usize,
-    voff: usize,
-    k_addr: usize,
-    v_addr: usize,
-    qf: &Sequence<Array<Vector<F, V2>>>,
+fn softmax_masked<M: Int>(
+    s: &mut Sequence<Array<Vector<f32, V2>>>,
     acc: &mut Sequence<Array<Vector<f32, V2>>>,
     st: &mut Array<f32>,
     key_mask: &Array<M>,
@@ -197,31 +257,11 @@ fn attend_tile<F: Float, M: Int>(
     scale: f32,
     #[comptime] head_dim: usize,
     #[comptime] has_mask: bool,
+    #[comptime] lazy: bool,
 ) {
     let masked = f32::new(MASKED);
     let masked_threshold = f32::new(MASKED_THRESHOLD);
-    let ds = comptime!(head_dim + PAD_H);
-    let dk = comptime!(head_dim / 16);
-    let dn = comptime!(head_dim / 8);
     let kn = comptime!(BK / 8);
-    let kk16 = comptime!(BK / 16);
-    // S = Q K^T: 8 n tiles of 8 keys.
-    let mut s = Sequence::<Array<Vector<f32, V2>>>::new();
-    #[unroll]
-    for j in 0..kn {
-        let mut sj = zero_acc();
-        #[unroll]
-        for k2 in 0..comptime!(dk / 2) {
-            let o = koff + k_addr + j * 8 * ds + k2 * 32;
-            let r = def.load_matrix::<F, V2>(&sk.slice(o, o + 8), MatrixIdent::B, 4usize, false);
-            let b0 = pair::<F>(&r, 0usize);
-            let b1 = pair::<F>(&r, 2usize);
-            def.execute_inplace(qf.index(2 * k2), &b0, &mut sj);
-            def.execute_inplace(qf.index(2 * k2 + 1), &b1, &mut sj);
-        }
-        s.push(sj);
-    }
-
     // Scale and mask (columns k0 + j*8 + 2t + x), row max.
     let mut mt0 = masked;
     let mut mt1 = masked;
@@ -290,13 +330,216 @@ fn attend_tile<F: Float, M: Int>(
     st[3] = st[3] * alpha1 + rs1;
 
     // Rescale O.
-    let va0 = Vector::<f32, V2>::new(alpha0);
-    let va1 = Vector::<f32, V2>::new(alpha1);
+    if comptime!(lazy) {
+        if plane_any(mn0 != m0 || mn1 != m1) {
+            rescale_acc(acc, alpha0, alpha1, head_dim);
+        }
+    } else {
+        rescale_acc(acc, alpha0, alpha1, head_dim);
+    }
+}
+
+/// Online softmax of a tile whose 64 keys are all valid (no key padding, inside the
+/// sequence) with `scale > 0`: no per-score select; the row max is taken on the raw scores
+/// (`max(scale * s) = scale * max(s)` for `scale > 0`), and each probability costs one FMA
+/// and one exponential (`exp(s * scale - m)`; `mode == 2`: `2^(s * scale * log2(e) - m *
+/// log2(e))` through `powf`). The rescale of `O` is skipped when no row maximum of the
+/// plane changed.
+#[cube]
+#[allow(unused_assignments)]
+fn softmax_full(
+    s: &mut Sequence<Array<Vector<f32, V2>>>,
+    acc: &mut Sequence<Array<Vector<f32, V2>>>,
+    st: &mut Array<f32>,
+    scale: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] mode: u32,
+) {
+    let kn = comptime!(BK / 8);
+    let mut mt0 = 0.0f32;
+    let mut mt1 = 0.0f32;
+    if comptime!(mode >= 3) {
+        // Balanced trees (short dependency chains).
+        mt0 = f32::max(rowmax4(s, 0usize, 0usize), rowmax4(s, 4usize, 0usize));
+        mt1 = f32::max(rowmax4(s, 0usize, 1usize), rowmax4(s, 4usize, 1usize));
+    } else {
+        let s00 = s.index(0usize)[0];
+        let s01 = s.index(0usize)[1];
+        mt0 = f32::max(s00[0], s00[1]);
+        mt1 = f32::max(s01[0], s01[1]);
+        #[unroll]
+        for j in 1..kn {
+            let sj = s.index(j);
+            let r0 = sj[0];
+            let r1 = sj[1];
+            mt0 = f32::max(mt0, f32::max(r0[0], r0[1]));
+            mt1 = f32::max(mt1, f32::max(r1[0], r1[1]));
+        }
+    }
+    mt0 = f32::max(mt0, plane_shuffle_xor(mt0, 1));
+    mt0 = f32::max(mt0, plane_shuffle_xor(mt0, 2));
+    mt1 = f32::max(mt1, plane_shuffle_xor(mt1, 1));
+    mt1 = f32::max(mt1, plane_shuffle_xor(mt1, 2));
+    let m0 = st[0];
+    let m1 = st[1];
+    let mn0 = f32::max(m0, mt0 * scale);
+    let mn1 = f32::max(m1, mt1 * scale);
+    let alpha0 = f32::exp(m0 - mn0);
+    let alpha1 = f32::exp(m1 - mn1);
+    st[0] = mn0;
+    st[1] = mn1;
+
+    let mut rs0 = 0.0f32;
+    let mut rs1 = 0.0f32;
+    let mut rq0 = 0.0f32;
+    let mut rq1 = 0.0f32;
+    if comptime!(mode >= 2) {
+        let l2e = f32::new(core::f32::consts::LOG2_E);
+        let two = f32::new(2.0);
+        let sl = scale * l2e;
+        let ml0 = mn0 * l2e;
+        let ml1 = mn1 * l2e;
+        #[unroll]
+        for j in 0..kn {
+            let sj = s.index_mut(j);
+            let r0 = sj[0];
+            let r1 = sj[1];
+            let mut p0 = Vector::<f32, V2>::new(0.0f32);
+            let mut p1 = Vector::<f32, V2>::new(0.0f32);
+            #[unroll]
+            for x in 0..2usize {
+                p0[x] = f32::powf(two, r0[x] * sl - ml0);
+                p1[x] = f32::powf(two, r1[x] * sl - ml1);
+            }
+            if comptime!(mode >= 3) {
+                // Two partial sums per row (even / odd n tiles): shorter add chains.
+                if comptime!(j % 2 == 0) {
+                    rs0 += p0[0] + p0[1];
+                    rs1 += p1[0] + p1[1];
+                } else {
+                    rq0 += p0[0] + p0[1];
+                    rq1 += p1[0] + p1[1];
+                }
+            } else {
+                rs0 += p0[0];
+                rs1 += p1[0];
+                rs0 += p0[1];
+                rs1 += p1[1];
+            }
+            sj[0] = p0;
+            sj[1] = p1;
+        }
+        rs0 += rq0;
+        rs1 += rq1;
+    } else {
+        #[unroll]
+        for j in 0..kn {
+            let sj = s.index_mut(j);
+            let r0 = sj[0];
+            let r1 = sj[1];
+            let mut p0 = Vector::<f32, V2>::new(0.0f32);
+            let mut p1 = Vector::<f32, V2>::new(0.0f32);
+            #[unroll]
+            for x in 0..2usize {
+                let e0 = f32::exp(r0[x] * scale - mn0);
+                let e1 = f32::exp(r1[x] * scale - mn1);
+                p0[x] = e0;
+                p1[x] = e1;
+                rs0 += e0;
+                rs1 += e1;
+            }
+            sj[0] = p0;
+            sj[1] = p1;
+        }
+    }
+    st[2] = st[2] * alpha0 + rs0;
+    st[3] = st[3] * alpha1 + rs1;
+    if plane_any(mn0 != m0 || mn1 != m1) {
+        rescale_acc(acc, alpha0, alpha1, head_dim);
+    }
+}
+
+/// Max of the 8 scores of `row` (0: `g`, 1: `g + 8`) in n tiles `j0..j0 + 4`, as a tree.
+#[cube]
+fn rowmax4(
+    s: &Sequence<Array<Vector<f32, V2>>>,
+    #[comptime] j0: usize,
+    #[comptime] row: usize,
+) -> f32 {
+    let a = s.index(j0)[row];
+    let b = s.index(j0 + 1)[row];
+    let c = s.index(j0 + 2)[row];
+    let d = s.index(j0 + 3)[row];
+    f32::max(
+        f32::max(f32::max(a[0], a[1]), f32::max(b[0], b[1])),
+        f32::max(f32::max(c[0], c[1]), f32::max(d[0], d[1])),
+    )
+}
+
+/// One 64-key tile: `S = Q K^T`, online softmax in registers, `O += P V`. `st` holds
+/// `[m_g, m_g8, l_g, l_g8]` (running maxima of rows `g`, `g + 8` and this lane's partial sums).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn attend_tile<F: Float, M: Int>(
+    def: &MmaDefinition<F, F, f32>,
+    sk: &SharedMemory<F>,
+    sv: &SharedMemory<F>,
+    koff: usize,
+    voff: usize,
+    k_addr: usize,
+    v_addr: usize,
+    qf: &Sequence<Array<Vector<F, V2>>>,
+    acc: &mut Sequence<Array<Vector<f32, V2>>>,
+    st: &mut Array<f32>,
+    key_mask: &Array<M>,
+    perm: &Array<u32>,
+    permuted: bool,
+    b: u32,
+    t: u32,
+    k0: u32,
+    tokens: u32,
+    scale: f32,
+    full: bool,
+    #[comptime] head_dim: usize,
+    #[comptime] has_mask: bool,
+    #[comptime] fast: u32,
+) {
+    let ds = comptime!(head_dim + PAD_H);
+    let dk = comptime!(head_dim / 16);
+    let dn = comptime!(head_dim / 8);
+    let kn = comptime!(BK / 8);
+    let kk16 = comptime!(BK / 16);
+    // S = Q K^T: 8 n tiles of 8 keys.
+    let mut s = Sequence::<Array<Vector<f32, V2>>>::new();
     #[unroll]
-    for j in 0..dn {
-        let aj = acc.index_mut(j);
-        aj[0] = aj[0] * va0;
-        aj[1] = aj[1] * va1;
+    for j in 0..kn {
+        let mut sj = zero_acc();
+        #[unroll]
+        for k2 in 0..comptime!(dk / 2) {
+            let o = koff + k_addr + j * 8 * ds + k2 * 32;
+            let r = def.load_matrix::<F, V2>(&sk.slice(o, o + 8), MatrixIdent::B, 4usize, false);
+            let b0 = pair::<F>(&r, 0usize);
+            let b1 = pair::<F>(&r, 2usize);
+            def.execute_inplace(qf.index(2 * k2), &b0, &mut sj);
+            def.execute_inplace(qf.index(2 * k2 + 1), &b1, &mut sj);
+        }
+        s.push(sj);
+    }
+
+    if comptime!(fast == 0) {
+        softmax_masked::<M>(
+            &mut s, acc, st, key_mask, perm, permuted, b, t, k0, tokens, scale, head_dim, has_mask,
+            false,
+        );
+    } else {
+        if full {
+            softmax_full(&mut s, acc, st, scale, head_dim, fast);
+        } else {
+            softmax_masked::<M>(
+                &mut s, acc, st, key_mask, perm, permuted, b, t, k0, tokens, scale, head_dim,
+                has_mask, true,
+            );
+        }
     }
 
     // O += P V, P straight from the S registers.
@@ -347,6 +590,7 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
     #[comptime] want_lse: bool,
     #[comptime] warps: usize,
     #[comptime] pipelined: bool,
+    #[comptime] fast: u32,
     #[define(F, M)] _dtypes: [StorageType; 2],
 ) {
     let masked = f32::new(MASKED);
@@ -437,6 +681,11 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
         st[2] = 0.0f32;
         st[3] = 0.0f32;
 
+        // Tiles that take the unmasked softmax (`fast > 0`): every key valid, no key padding.
+        let mut scale_pos = scale > 0.0f32;
+        if comptime!(has_mask) {
+            scale_pos = false;
+        }
         let start = row_ptr[rp + qb as usize];
         let end = row_ptr[rp + qb as usize + 1];
         if comptime!(pipelined) {
@@ -450,8 +699,22 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
             if ntiles > 0 {
                 let p0 = tile_k0(col_idx, start, 0u32, block_size);
                 issue_kv::<F, N>(
-                    k, v, &mut sk, &mut sv, 0usize, base_v, p0, tokens, permuted, perm, BK,
-                    head_dim, ds, nthreads,
+                    k,
+                    v,
+                    &mut sk,
+                    &mut sv,
+                    0usize,
+                    base_v,
+                    p0,
+                    tokens,
+                    permuted,
+                    perm,
+                    BK,
+                    head_dim,
+                    ds,
+                    nthreads,
+                    comptime!(fast > 0),
+                    comptime!(fast >= 3),
                 );
                 bar0.commit_copy_async();
             }
@@ -466,14 +729,42 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                     let p1 = tile_k0(col_idx, start, i + 1, block_size);
                     if par == 0 {
                         issue_kv::<F, N>(
-                            k, v, &mut sk, &mut sv, buf, base_v, p1, tokens, permuted, perm, BK,
-                            head_dim, ds, nthreads,
+                            k,
+                            v,
+                            &mut sk,
+                            &mut sv,
+                            buf,
+                            base_v,
+                            p1,
+                            tokens,
+                            permuted,
+                            perm,
+                            BK,
+                            head_dim,
+                            ds,
+                            nthreads,
+                            comptime!(fast > 0),
+                            comptime!(fast >= 3),
                         );
                         bar1.commit_copy_async();
                     } else {
                         issue_kv::<F, N>(
-                            k, v, &mut sk, &mut sv, 0usize, base_v, p1, tokens, permuted, perm, BK,
-                            head_dim, ds, nthreads,
+                            k,
+                            v,
+                            &mut sk,
+                            &mut sv,
+                            0usize,
+                            base_v,
+                            p1,
+                            tokens,
+                            permuted,
+                            perm,
+                            BK,
+                            head_dim,
+                            ds,
+                            nthreads,
+                            comptime!(fast > 0),
+                            comptime!(fast >= 3),
                         );
                         bar0.commit_copy_async();
                     }
@@ -481,9 +772,10 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                 let k0 = tile_k0(col_idx, start, i, block_size);
                 if k0 < tokens {
                     let off = par as usize * buf;
+                    let full = scale_pos && k0 + BK as u32 <= tokens;
                     attend_tile::<F, M>(
                         &def, &sk, &sv, off, off, k_addr, v_addr, &qf, &mut acc, &mut st, key_mask,
-                        perm, permuted, b, t, k0, tokens, scale, head_dim, has_mask,
+                        perm, permuted, b, t, k0, tokens, scale, full, head_dim, has_mask, fast,
                     );
                 }
             }
@@ -504,9 +796,11 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                         );
                         sync_cube();
 
+                        let full = scale_pos && k0 + BK as u32 <= tokens;
                         attend_tile::<F, M>(
                             &def, &sk, &sv, 0usize, 0usize, k_addr, v_addr, &qf, &mut acc, &mut st,
-                            key_mask, perm, permuted, b, t, k0, tokens, scale, head_dim, has_mask,
+                            key_mask, perm, permuted, b, t, k0, tokens, scale, full, head_dim,
+                            has_mask, fast,
                         );
                     }
                 }
