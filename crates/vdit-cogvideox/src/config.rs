@@ -260,14 +260,31 @@ impl CogVideoXConfig {
         }
     }
 
-    /// A preset by name: `cogvideox1.5-5b`.
+    /// A tiny CogVideoX1.5-shaped config for CPU tests and smoke runs: 2 blocks, 4 heads
+    /// x 16 (RoPE split 4/6/6), time embedding 32, text width 32, 16 latent channels,
+    /// patch 2x2x2 (the 1.5 patching and frame padding).
+    pub fn tiny() -> Self {
+        CogVideoXConfigJson {
+            num_attention_heads: 4,
+            attention_head_dim: 16,
+            time_embed_dim: 32,
+            text_embed_dim: 32,
+            num_layers: 2,
+            ..Self::preset_json_1_5_5b()
+        }
+        .into_config()
+        .expect("the tiny config is valid")
+    }
+
+    /// A preset by name: `cogvideox1.5-5b`, or `cogvideox-tiny` ([`Self::tiny`]).
     pub fn preset(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "cogvideox1.5-5b" | "cogvideox-1.5-5b" | "cogvideox1.5" | "cogvideox" => {
                 Ok(Self::cogvideox1_5_5b())
             }
+            "cogvideox-tiny" => Ok(Self::tiny()),
             other => Err(ModelError::Config(format!(
-                "unknown CogVideoX preset `{other}` (use cogvideox1.5-5b)"
+                "unknown CogVideoX preset `{other}` (use cogvideox1.5-5b or cogvideox-tiny)"
             ))),
         }
     }

@@ -218,15 +218,35 @@ impl HunyuanConfig {
             .expect("the default config is valid")
     }
 
+    /// A tiny HunyuanVideo-shaped config for CPU tests and smoke runs: 2 dual-stream + 2
+    /// single-stream blocks, 1 refiner block, 4 heads x 16 (RoPE split 4/6/6), text width
+    /// 32, pooled width 16, 16 latent channels, patch 1x2x2, guidance embedding on.
+    pub fn tiny() -> Self {
+        HunyuanConfigJson {
+            num_attention_heads: 4,
+            attention_head_dim: 16,
+            num_layers: 2,
+            num_single_layers: 2,
+            num_refiner_layers: 1,
+            text_embed_dim: 32,
+            pooled_projection_dim: 16,
+            rope_axes_dim: vec![4, 6, 6],
+            ..Default::default()
+        }
+        .into_config()
+        .expect("the tiny config is valid")
+    }
+
     /// A preset by name: `hunyuan-video` (aliases `hunyuanvideo`, `hunyuan-video-t2v`,
-    /// `hunyuan`).
+    /// `hunyuan`), or `hunyuan-tiny` ([`Self::tiny`]).
     pub fn preset(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "hunyuan-video" | "hunyuanvideo" | "hunyuan-video-t2v" | "hunyuan" => {
                 Ok(Self::hunyuan_video_t2v())
             }
+            "hunyuan-tiny" => Ok(Self::tiny()),
             other => Err(ModelError::Config(format!(
-                "unknown HunyuanVideo preset `{other}` (use hunyuan-video)"
+                "unknown HunyuanVideo preset `{other}` (use hunyuan-video or hunyuan-tiny)"
             ))),
         }
     }
