@@ -1,12 +1,13 @@
 //! `cargo xtask bench`: attention operator (dense vs each pattern) and denoiser step time
-//! (dense vs a plan), on the CPU by default or on a GPU backend (`--backend cuda`).
+//! (dense vs a plan) of Wan2.1, HunyuanVideo and CogVideoX1.5, on the CPU by default
+//! (tiny sizes) or on a GPU backend (`--backend cuda`, real sizes).
 //!
 //! Writes `report.json`, `report.md` and `attention.svg` (time vs density per pattern)
 //! to `--out` (default `results/bench/<backend>-<date>`), and with `--calibrate` the
 //! cost table the search reads (`vdit_search::CostTable`).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -14,14 +15,16 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor};
 use serde::Serialize;
 use vdit_attention::{AttentionOptions, PreparedLayer, SparseAttentionBackend};
+use vdit_cogvideox::CogVideoXConfig;
+use vdit_hunyuan::HunyuanConfig;
 use vdit_patterns::{
     ModelInfo, Pattern, Plan, Provenance, StepRange, TextPosition, TokenSpan, VideoLayout,
     write_atomic,
 };
 use vdit_search::{COST_TABLE_VERSION, CostEntry, CostTable, iso_date_utc};
-use vdit_wan::{WanConfig, WanConfigJson, WanTransformer3DModel};
+use vdit_wan::WanConfig;
 
-use super::forward::{BackendKind, with_backend};
+use super::forward::{BackendKind, Denoiser, ModelConfig, RandomInputs, wan_tiny, with_backend};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
@@ -51,7 +54,20 @@ pub struct Args {
     /// Skip the attention suite.
     #[arg(long)]
     pub skip_attention: bool,
-    /// Use this plan for the denoiser step instead of the synthetic mixed plan.
+    /// Denoisers whose step is timed, comma-separated: `wan` (Wan2.1-1.3B, 480p x 81
+    /// frames), `hunyuan` (HunyuanVideo, 720p x 129 frames), `cogvideox`
+    /// (CogVideoX1.5-5B, 1360x768 x 81 frames). Default: all three on GPU backends, `wan`
+    /// on the CPU; with `--plan` and no `--models`, the model the plan fits. Each model's
+    /// weights are freed before the next one is built; to sample memory per model, run
+    /// one model per process.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub models: Vec<StepModel>,
+    /// Size of the denoiser steps: `real` (the sizes above, default on GPU backends) or
+    /// `tiny` (2-layer models of the same shape at a small latent, default on the CPU).
+    #[arg(long, value_enum)]
+    pub size: Option<StepSize>,
+    /// Use this plan for the denoiser step instead of the synthetic mixed plan (it must
+    /// fit every model of `--models`: layers, heads, head dim).
     #[arg(long)]
     pub plan: Option<PathBuf>,
     /// Device name recorded in the report (e.g. from nvidia-smi).
@@ -86,12 +102,42 @@ pub struct AttnRow {
     pub cost_per_block_vs_dense: f64,
 }
 
+/// A denoiser of the step suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StepModel {
+    /// Wan2.1-T2V-1.3B.
+    Wan,
+    /// HunyuanVideo T2V (13B).
+    Hunyuan,
+    /// CogVideoX1.5-5B T2V.
+    Cogvideox,
+}
+
+impl StepModel {
+    fn key(self) -> &'static str {
+        match self {
+            StepModel::Wan => "wan",
+            StepModel::Hunyuan => "hunyuan",
+            StepModel::Cogvideox => "cogvideox",
+        }
+    }
+}
+
+/// Size of the denoiser steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StepSize {
+    /// The real configs at the papers' video sizes.
+    Real,
+    /// 2-layer models of each architecture at a small latent (CPU checks).
+    Tiny,
+}
+
 /// One denoiser-step measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelRow {
     /// Model and size.
     pub model: String,
-    /// Self-attention tokens.
+    /// Self-attention tokens (HunyuanVideo and CogVideoX: video + text).
     pub tokens: usize,
     /// `dense` or `plan`.
     pub mode: String,
@@ -101,6 +147,8 @@ pub struct ModelRow {
     pub ms: f64,
     /// Dense time / this time.
     pub speedup: f64,
+    /// Latent size, text tokens and what the plan is.
+    pub notes: String,
 }
 
 /// The whole report.
@@ -342,8 +390,14 @@ fn attention_suite<B: SparseAttentionBackend>(
 
 /// A plan whose heads cycle through dense, diagonal, multi-diagonal and vertical-stripe
 /// patterns (one in eight heads skipped): a stand-in of stated density for timing when
-/// no searched plan is given.
-fn mixed_plan(config: &WanConfig, layout: VideoLayout, block_size: usize) -> Plan {
+/// no searched plan is given. `(layers, heads, head_dim)` are the model's plan layers
+/// (HunyuanVideo: dual-stream then single-stream blocks).
+fn mixed_plan(
+    id: &str,
+    (layers, heads, head_dim): (usize, usize, usize),
+    layout: VideoLayout,
+    block_size: usize,
+) -> Plan {
     let first_frame = TokenSpan {
         start: 0.0,
         end: 1.0 / layout.frames as f64,
@@ -367,20 +421,20 @@ fn mixed_plan(config: &WanConfig, layout: VideoLayout, block_size: usize) -> Pla
         },
         Pattern::Skip,
     ];
-    let layers = (0..config.layers)
+    let plan_layers = (0..layers)
         .map(|l| {
-            (0..config.heads)
+            (0..heads)
                 .map(|h| cycle[(l + h) % cycle.len()].clone())
                 .collect()
         })
         .collect();
     let mut plan = Plan::dense(
         ModelInfo {
-            id: "wan2.1-t2v".into(),
+            id: id.into(),
             config_hash: "none".into(),
-            layers: config.layers,
-            heads: config.heads,
-            head_dim: config.head_dim,
+            layers,
+            heads,
+            head_dim,
         },
         layout,
         1,
@@ -397,81 +451,223 @@ fn mixed_plan(config: &WanConfig, layout: VideoLayout, block_size: usize) -> Pla
     plan.ranges = vec![StepRange {
         start: 0,
         end: 1,
-        layers,
+        layers: plan_layers,
     }];
     plan
 }
 
-fn tiny_wan() -> Result<WanConfig> {
-    Ok(WanConfigJson {
-        num_attention_heads: 4,
-        attention_head_dim: 32,
-        text_dim: 64,
-        ffn_dim: 256,
-        num_layers: 2,
-        ..Default::default()
-    }
-    .into_config()?)
+/// One denoiser step to time: the model, its latent and text.
+struct StepCase {
+    name: String,
+    id: &'static str,
+    config: ModelConfig,
+    latent: [usize; 3],
+    text_len: usize,
+    valid_text: usize,
+    notes: String,
 }
 
+/// HunyuanVideo's text: the pipeline pads every prompt to `max_sequence_length` 256 and
+/// masks the padding; the bench uses 128 valid tokens (a longish prompt).
+const HUNYUAN_VALID_TEXT: usize = 128;
+
+fn step_case(model: StepModel, size: StepSize) -> Result<StepCase> {
+    let tiny = [8, 32, 32];
+    Ok(match (model, size) {
+        (StepModel::Wan, StepSize::Real) => StepCase {
+            name: "wan2.1-t2v-1.3b 480p x 81f".into(),
+            id: "wan2.1-t2v",
+            config: ModelConfig::Wan(WanConfig::wan2_1_t2v_1_3b()),
+            latent: [21, 60, 104],
+            text_len: 512,
+            valid_text: 512,
+            notes: "latent 21x60x104; self-attention over video only; 512 text tokens in cross-attention".into(),
+        },
+        (StepModel::Wan, StepSize::Tiny) => StepCase {
+            name: "wan tiny (2 layers, 4x32) 8x32x32".into(),
+            id: "wan2.1-t2v",
+            config: ModelConfig::Wan(wan_tiny()?),
+            latent: tiny,
+            text_len: 16,
+            valid_text: 16,
+            notes: "latent 8x32x32; 16 text tokens in cross-attention".into(),
+        },
+        (StepModel::Hunyuan, StepSize::Real) => StepCase {
+            name: "hunyuan-video 720p x 129f".into(),
+            id: "hunyuan-video",
+            config: ModelConfig::Hunyuan(HunyuanConfig::hunyuan_video_t2v()),
+            latent: [33, 90, 160],
+            text_len: 256,
+            valid_text: HUNYUAN_VALID_TEXT,
+            notes: format!(
+                "latent 33x90x160; joint attention over video + 256 text tokens (text last; \
+                 the pipeline's max length): {HUNYUAN_VALID_TEXT} valid, {} padding hidden as keys; \
+                 20 dual + 40 single blocks; embedded guidance 6",
+                256 - HUNYUAN_VALID_TEXT
+            ),
+        },
+        (StepModel::Hunyuan, StepSize::Tiny) => StepCase {
+            name: "hunyuan tiny (2+2 blocks, 4x16) 8x32x32".into(),
+            id: "hunyuan-video",
+            config: ModelConfig::Hunyuan(HunyuanConfig::tiny()),
+            latent: tiny,
+            text_len: 16,
+            valid_text: 12,
+            notes: "latent 8x32x32; joint attention over video + 16 text tokens (text last), 12 valid".into(),
+        },
+        (StepModel::Cogvideox, StepSize::Real) => StepCase {
+            name: "cogvideox1.5-5b 1360x768 x 81f".into(),
+            id: "cogvideox1.5-5b",
+            config: ModelConfig::CogVideoX(CogVideoXConfig::cogvideox1_5_5b()),
+            latent: [22, 96, 170],
+            text_len: 226,
+            valid_text: 226,
+            notes: "latent [F, C, H, W] 22x16x96x170 (21 latent frames padded to 22); joint attention over 226 text tokens (first) + video".into(),
+        },
+        (StepModel::Cogvideox, StepSize::Tiny) => StepCase {
+            name: "cogvideox tiny (2 layers, 4x16) 8x32x32".into(),
+            id: "cogvideox1.5-5b",
+            config: ModelConfig::CogVideoX(CogVideoXConfig::tiny()),
+            latent: tiny,
+            text_len: 16,
+            valid_text: 16,
+            notes: "latent 8x32x32; joint attention over 16 text tokens (first) + video".into(),
+        },
+    })
+}
+
+/// The models `args` ask for (see `--models`), each with the plan it runs.
+fn step_models(
+    args: &Args,
+    gpu: bool,
+    size: StepSize,
+    plan: Option<&Plan>,
+) -> Result<Vec<StepModel>> {
+    let all = [StepModel::Wan, StepModel::Hunyuan, StepModel::Cogvideox];
+    let models = match (args.models.is_empty(), plan) {
+        (false, _) => {
+            let mut m = args.models.clone();
+            m.dedup();
+            m
+        }
+        (true, Some(p)) => {
+            let fitting: Vec<StepModel> = all
+                .into_iter()
+                .filter(|m| step_case(*m, size).is_ok_and(|c| c.config.check_plan(p).is_ok()))
+                .collect();
+            if fitting.is_empty() {
+                anyhow::bail!(
+                    "the plan ({} layers x {} heads x {}) fits none of wan, hunyuan, cogvideox at size {size:?}",
+                    p.model.layers,
+                    p.model.heads,
+                    p.model.head_dim
+                );
+            }
+            fitting
+        }
+        (true, None) if gpu => all.to_vec(),
+        (true, None) => vec![StepModel::Wan],
+    };
+    if let Some(p) = plan {
+        for m in &models {
+            step_case(*m, size)?
+                .config
+                .check_plan(p)
+                .with_context(|| format!("--plan with --models {}", m.key()))?;
+        }
+    }
+    Ok(models)
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Times one denoiser step of each model, dense and with a plan. Each model (random
+/// weights) is built, timed and dropped before the next, with
+/// `[bench-model] begin|end <key> <unix ms>` markers on stderr for memory samplers.
+#[allow(clippy::too_many_arguments)]
 fn model_suite<B: SparseAttentionBackend>(
     device: &B::Device,
-    gpu: bool,
+    models: &[StepModel],
+    size: StepSize,
     dtype: DType,
     block_size: usize,
     repeats: usize,
-    plan_path: Option<&Path>,
+    plan: Option<&Plan>,
 ) -> Result<Vec<ModelRow>> {
-    let (name, config, [f, h, w], text_len) = if gpu {
-        (
-            "wan2.1-t2v-1.3b 480p x 81f",
-            WanConfig::wan2_1_t2v_1_3b(),
-            [21, 60, 104],
-            512,
-        )
-    } else {
-        (
-            "wan tiny (2 layers, 4x32) 8x32x32",
-            tiny_wan()?,
-            [8, 32, 32],
-            16,
-        )
+    let mut rows = Vec::new();
+    for &m in models {
+        eprintln!("[bench-model] begin {} {}", m.key(), unix_ms());
+        let case = step_case(m, size)?;
+        rows.extend(model_rows::<B>(
+            device, &case, dtype, block_size, repeats, plan,
+        )?);
+        // The model is dropped; give its memory back before the next one is built.
+        B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+        B::memory_cleanup(device);
+        eprintln!("[bench-model] end {} {}", m.key(), unix_ms());
+    }
+    Ok(rows)
+}
+
+fn model_rows<B: SparseAttentionBackend>(
+    device: &B::Device,
+    case: &StepCase,
+    dtype: DType,
+    block_size: usize,
+    repeats: usize,
+    plan_override: Option<&Plan>,
+) -> Result<Vec<ModelRow>> {
+    let name = &case.name;
+    let layout = case.config.layout(case.latent, case.text_len)?;
+    let plan = match plan_override {
+        Some(p) => p.clone(),
+        None => mixed_plan(case.id, case.config.plan_dims(), layout, block_size),
+    };
+    let plan_note = match plan_override {
+        Some(_) => "given plan",
+        None => "fixed mixed pattern plan",
     };
     eprintln!("building {name} with random weights ({dtype:?}) ...");
-    let model = WanTransformer3DModel::<B>::random(&config, 0, dtype, device)?;
-    let layout = model.layout(f, h, w)?;
-    let plan = match plan_path {
-        Some(p) => Plan::load(p).with_context(|| format!("loading plan {}", p.display()))?,
-        None => mixed_plan(&config, layout, block_size),
-    };
-    let latents = Tensor::<B, 5>::random(
-        [1, config.in_channels, f, h, w],
-        Distribution::Normal(0.0, 1.0),
+    let t0 = Instant::now();
+    let model = Denoiser::<B>::random(&case.config, 0, dtype, device)?;
+    B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+    eprintln!("  built in {:.1}s", t0.elapsed().as_secs_f64());
+    let inputs = model.random_inputs(
+        &RandomInputs {
+            batch: 1,
+            latent: case.latent,
+            text_len: case.text_len,
+            valid_text: case.valid_text,
+            timestep: 500.0,
+            seed: 1,
+        },
         device,
-    )
-    .cast(dtype);
-    let text = Tensor::<B, 3>::random(
-        [1, text_len, config.text_dim],
-        Distribution::Normal(0.0, 1.0),
-        device,
-    )
-    .cast(dtype);
-    let timestep = Tensor::<B, 1>::from_floats([500.0], device);
+    )?;
+    let (layers, _, _) = case.config.plan_dims();
     let mut rows = Vec::new();
     let mut dense_ms = 0.0;
     for mode in ["dense", "plan"] {
-        let ctx = model.attention_context(f, h, w, (mode == "plan").then_some(&plan))?;
+        let ctx = model.attention_context(
+            case.latent,
+            case.text_len,
+            (mode == "plan").then_some(&plan),
+        )?;
         let density = match ctx.plan() {
             None => 1.0,
             Some(p) => {
-                let per_layer: Vec<f64> = (0..config.layers)
+                let per_layer: Vec<f64> = (0..layers)
                     .map(|l| p.layer(0, l).map(|x| x.compiled().density()))
                     .collect::<Result<_, _>>()?;
                 per_layer.iter().sum::<f64>() / per_layer.len() as f64
             }
         };
         let ms = time_ms::<B>(device, repeats, || {
-            let out = model.forward(latents.clone(), timestep.clone(), text.clone(), &ctx)?;
+            let out = model.step(&inputs, &ctx)?;
             drop(out);
             Ok(())
         })?;
@@ -479,6 +675,11 @@ fn model_suite<B: SparseAttentionBackend>(
             dense_ms = ms;
         }
         eprintln!("  {name} {mode}: {ms:.1} ms (attention density {density:.3})");
+        let notes = if mode == "plan" {
+            format!("{}; {plan_note}", case.notes)
+        } else {
+            case.notes.clone()
+        };
         rows.push(ModelRow {
             model: name.to_string(),
             tokens: layout.total_tokens(),
@@ -486,6 +687,7 @@ fn model_suite<B: SparseAttentionBackend>(
             attention_density: density,
             ms,
             speedup: dense_ms / ms,
+            notes,
         });
     }
     Ok(rows)
@@ -526,13 +728,22 @@ fn markdown(r: &Report) -> String {
     }
     if !r.model.is_empty() {
         let _ = writeln!(s, "\n## Denoiser step (random weights, batch 1)\n");
-        let _ = writeln!(s, "| model | tokens | attention | density | ms | speedup |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| model | tokens | attention | density | ms | speedup | notes |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for m in &r.model {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.3} | {:.1} | {:.2}x |",
-                m.model, m.tokens, m.mode, m.attention_density, m.ms, m.speedup
+                "| {} | {} | {} | {:.3} | {:.1} | {:.2}x | {} |",
+                m.model,
+                m.tokens,
+                m.mode,
+                m.attention_density,
+                m.ms,
+                m.speedup,
+                m.notes.replace('|', "\\|")
             );
         }
     }
@@ -689,6 +900,19 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         args.device_name.clone()
     };
+    let size = args
+        .size
+        .unwrap_or(if gpu { StepSize::Real } else { StepSize::Tiny });
+    let plan = args
+        .plan
+        .as_deref()
+        .map(|p| Plan::load(p).with_context(|| format!("loading plan {}", p.display())))
+        .transpose()?;
+    let models = if args.skip_model {
+        Vec::new()
+    } else {
+        step_models(&args, gpu, size, plan.as_ref())?
+    };
     let (attention, model) = with_backend!(args.backend, |B, device| {
         let attention = if args.skip_attention {
             Vec::new()
@@ -699,14 +923,15 @@ pub fn run(args: Args) -> Result<()> {
         let model = if args.skip_model {
             Vec::new()
         } else {
-            eprintln!("denoiser step suite ...");
+            eprintln!("denoiser step suite ({size:?}) ...");
             model_suite::<B>(
                 &device,
-                gpu,
+                &models,
+                size,
                 dtype,
                 block_size,
                 args.repeats,
-                args.plan.as_deref(),
+                plan.as_ref(),
             )?
         };
         (attention, model)

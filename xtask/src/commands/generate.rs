@@ -1,9 +1,24 @@
-//! `cargo xtask generate`: the denoising loop from precomputed text embeddings to
-//! latents (no text encoder or VAE), dense or with a sparse plan, with CFG.
+//! `cargo xtask generate`: the denoising loop from precomputed (or random) text
+//! embeddings to latents (no text encoder or VAE), dense or with a sparse plan, for
+//! Wan2.1, HunyuanVideo and CogVideoX1.5, each with its own pipeline's scheduler and
+//! guidance.
 //!
-//! Inputs (safetensors): `prompt_embeds` `[B, L, text_dim]` and, for guidance > 1,
-//! `negative_prompt_embeds` (diffusers' pipeline argument names). Output (safetensors):
-//! `latents` `[B, C, F, H, W]` f32, with the run's settings as metadata.
+//! Inputs (safetensors, diffusers' pipeline argument names):
+//! - Wan2.1: `prompt_embeds` `[B, L, 4096]` and, for `--guidance` > 1,
+//!   `negative_prompt_embeds`. UniPC (default) or flow Euler, shift 3, CFG 5.
+//! - HunyuanVideo: `prompt_embeds` `[B, L, 4096]`, `prompt_attention_mask` `[B, L]`
+//!   (optional, 0/1), `pooled_prompt_embeds` `[B, 768]`; with `--true-cfg` > 1 the
+//!   `negative_*` versions. The pipeline's flow Euler schedule, shift 7, embedded
+//!   guidance 6 (`--guidance`; the model input is × 1000), one forward per step.
+//! - CogVideoX1.5: `prompt_embeds` `[B, 226, 4096]` and, for `--guidance` > 1,
+//!   `negative_prompt_embeds`. CogVideoX DPM (default) or DDIM, CFG 6 (batched),
+//!   `--dynamic-cfg`; an odd latent frame count is padded by one frame at the front,
+//!   as the pipeline does.
+//!
+//! Output (safetensors): `latents` f32 with the run's settings as metadata: Wan and
+//! HunyuanVideo `[B, C, F, H, W]`; CogVideoX `[B, F, C, H, W]` with the padding frames
+//! dropped (what the VAE decodes) and, when padded, `latents_padded` (the loop's final
+//! state, diffusers' `output_type="latent"`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,20 +27,45 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{DType, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
+use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use vdit_attention::SparseAttentionBackend;
+use vdit_cogvideox::CogVideoXTransformer3DModel;
+use vdit_cogvideox::pipeline::{Guidance, LatentFrames};
+use vdit_hunyuan::{GenerateConfig, HunyuanVideoTransformer3DModel, PromptEmbeds, TextMask};
+use vdit_models::ModelClass;
 use vdit_models::io::TensorMap;
-use vdit_models::samplers::{FlowMatchEuler, Sampler, UniPcFlow, cfg};
+use vdit_models::samplers::{CogVideoXDdim, CogVideoXDpm, FlowMatchEuler, Sampler, UniPcFlow, cfg};
+use vdit_wan::WanTransformer3DModel;
 
-use super::forward::{Denoiser, ModelArgs, parse_latent, with_backend};
+use super::forward::{
+    Denoiser, ModelArgs, ModelConfig, class_defaults, default_valid_text, parse_latent,
+    with_backend,
+};
 
 /// Which scheduler runs the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SamplerKind {
-    /// UniPC multistep, flow prediction (Wan2.1's scheduler).
+    /// UniPC multistep, flow prediction (Wan2.1's scheduler; Wan only).
     Unipc,
-    /// Flow-matching Euler with shift.
+    /// Flow-matching Euler with shift (Wan: the scheduler's own schedule; HunyuanVideo:
+    /// its pipeline's sigmas `linspace(1, 0, N+1)[:-1]`, shifted).
     Euler,
+    /// CogVideoX's DPM-Solver++(2M) (stochastic; CogVideoX only).
+    Dpm,
+    /// CogVideoX's DDIM (CogVideoX only).
+    Ddim,
+}
+
+impl SamplerKind {
+    fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Unipc => "unipc",
+            SamplerKind::Euler => "euler",
+            SamplerKind::Dpm => "dpm",
+            SamplerKind::Ddim => "ddim",
+        }
+    }
 }
 
 /// Arguments of `cargo xtask generate`.
@@ -33,42 +73,74 @@ pub enum SamplerKind {
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Text embeddings (safetensors): `prompt_embeds` and, when `--guidance` > 1,
-    /// `negative_prompt_embeds`.
+    /// Text embeddings (safetensors) under the pipeline's names: `prompt_embeds`,
+    /// `negative_prompt_embeds` (CFG); HunyuanVideo also `prompt_attention_mask`,
+    /// `pooled_prompt_embeds` and their `negative_` versions (true CFG).
+    #[arg(long, required_unless_present = "random_embeddings")]
+    pub embeddings: Option<PathBuf>,
+    /// Random text embeddings instead of `--embeddings` (seeded by `--seed`; see
+    /// `--text-len`, `--valid-text`): for timing runs without a text encoder.
+    #[arg(long, conflicts_with = "embeddings")]
+    pub random_embeddings: bool,
+    /// Text tokens of `--random-embeddings` (default: Wan 512, HunyuanVideo 256 padded,
+    /// CogVideoX 226).
     #[arg(long)]
-    pub embeddings: PathBuf,
+    pub text_len: Option<usize>,
+    /// Valid tokens of HunyuanVideo's random text mask (default half the text length).
+    #[arg(long)]
+    pub valid_text: Option<usize>,
     /// Output latents (safetensors, key `latents`), written atomically.
     #[arg(long)]
     pub out: PathBuf,
     /// Denoising steps.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// Classifier-free guidance scale (1 = no CFG, one forward per step).
-    #[arg(long, default_value_t = 5.0)]
-    pub guidance: f64,
-    /// Flow shift (Wan: 3.0 at 480p, 5.0 at 720p).
-    #[arg(long, default_value_t = 3.0)]
-    pub shift: f64,
-    /// Scheduler.
-    #[arg(long, value_enum, default_value = "unipc")]
-    pub sampler: SamplerKind,
-    /// Seed of the initial noise.
+    /// Guidance scale. Wan2.1 and CogVideoX: classifier-free guidance (1 = none, one
+    /// forward per step; default 5 and 6). HunyuanVideo: the embedded guidance scale
+    /// (default 6; the model input is × 1000).
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// HunyuanVideo only: true classifier-free guidance scale (> 1 runs a second forward
+    /// with the negative prompt embeddings); default 1.
+    #[arg(long)]
+    pub true_cfg: Option<f64>,
+    /// CogVideoX only: the dynamic CFG schedule (the official inference script's).
+    #[arg(long)]
+    pub dynamic_cfg: bool,
+    /// Flow shift (Wan2.1: default 3.0 at 480p, use 5.0 at 720p; HunyuanVideo: default
+    /// 7.0; not used by CogVideoX).
+    #[arg(long)]
+    pub shift: Option<f64>,
+    /// Scheduler: Wan2.1 unipc (default) or euler; HunyuanVideo euler (default, the
+    /// pipeline's schedule); CogVideoX dpm (default) or ddim.
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerKind>,
+    /// CogVideoX DPM only: the per-step noise (`noise.0`, `noise.1`, ... with the latent
+    /// shape) instead of the backend RNG, to reproduce a diffusers run.
+    #[arg(long)]
+    pub sampler_noise: Option<PathBuf>,
+    /// Seed of the initial noise (and of the DPM noise and random embeddings).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Video height in pixels (latent = height / 8).
-    #[arg(long, default_value_t = 480)]
-    pub height: usize,
-    /// Video width in pixels (latent = width / 8).
-    #[arg(long, default_value_t = 832)]
-    pub width: usize,
-    /// Video frames (latent = (frames - 1) / 4 + 1).
-    #[arg(long, default_value_t = 81)]
-    pub frames: usize,
-    /// Latent size `FxHxW`, overriding height/width/frames.
+    /// Video height in pixels (latent = height / 8). Default: Wan 480, HunyuanVideo 720,
+    /// CogVideoX 768.
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Video width in pixels (latent = width / 8). Default: Wan 832, HunyuanVideo 1280,
+    /// CogVideoX 1360.
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Video frames (latent = (frames - 1) / 4 + 1). Default: Wan 81, HunyuanVideo 129,
+    /// CogVideoX 81.
+    #[arg(long)]
+    pub frames: Option<usize>,
+    /// Latent size `FxHxW`, overriding height/width/frames (CogVideoX: the latent frames
+    /// before padding).
     #[arg(long)]
     pub latent: Option<String>,
-    /// Start from these latents (safetensors key `latents`, `[B, C, F, H, W]`) instead
-    /// of seeded noise, e.g. to compare with a diffusers run given the same latents.
+    /// Start from these latents (safetensors key `latents`: `[B, C, F, H, W]`, CogVideoX
+    /// `[B, F_padded, C, H, W]`) instead of seeded noise, e.g. to compare with a
+    /// diffusers run given the same latents.
     #[arg(long)]
     pub initial_latents: Option<PathBuf>,
     /// No progress bar.
@@ -77,27 +149,133 @@ pub struct Args {
 }
 
 impl Args {
-    /// Latent `[frames, height, width]` (VAE strides 4 / 8 / 8).
-    pub fn latent_size(&self) -> Result<[usize; 3]> {
+    /// Latent `[frames, height, width]` of model class `class` (VAE strides 4 / 8 / 8;
+    /// CogVideoX: before padding).
+    pub fn latent_size(&self, class: ModelClass) -> Result<[usize; 3]> {
         if let Some(s) = &self.latent {
             return parse_latent(s);
         }
-        if self.frames == 0 || !(self.frames - 1).is_multiple_of(4) {
-            bail!("--frames must be 4k+1 (got {})", self.frames);
+        let [df, dh, dw] = class_defaults(class).video;
+        let (frames, height, width) = (
+            self.frames.unwrap_or(df),
+            self.height.unwrap_or(dh),
+            self.width.unwrap_or(dw),
+        );
+        if frames == 0 || !(frames - 1).is_multiple_of(4) {
+            bail!("--frames must be 4k+1 (got {frames})");
         }
-        if !self.height.is_multiple_of(8)
-            || !self.width.is_multiple_of(8)
-            || self.height == 0
-            || self.width == 0
+        if !height.is_multiple_of(8) || !width.is_multiple_of(8) || height == 0 || width == 0 {
+            bail!("--height and --width must be positive multiples of 8 (got {height}x{width})");
+        }
+        Ok([(frames - 1) / 4 + 1, height / 8, width / 8])
+    }
+}
+
+/// The settings of one run, with each model's defaults, checked before anything loads.
+#[derive(Debug, Clone)]
+struct Settings {
+    class: ModelClass,
+    /// Latent `[F, H, W]` (CogVideoX: before padding).
+    latent: [usize; 3],
+    sampler: SamplerKind,
+    guidance: f64,
+    shift: Option<f64>,
+    true_cfg: f64,
+    dynamic_cfg: bool,
+}
+
+impl Settings {
+    fn new(args: &Args, config: &ModelConfig) -> Result<Self> {
+        let class = config.class();
+        let name = class.class_name();
+        if args.steps == 0 {
+            bail!("--steps must be positive");
+        }
+        let sampler = match (class, args.sampler) {
+            (ModelClass::Wan, None) => SamplerKind::Unipc,
+            (ModelClass::HunyuanVideo, None) => SamplerKind::Euler,
+            (ModelClass::CogVideoX, None) => SamplerKind::Dpm,
+            (ModelClass::Wan, Some(s @ (SamplerKind::Unipc | SamplerKind::Euler)))
+            | (ModelClass::HunyuanVideo, Some(s @ SamplerKind::Euler))
+            | (ModelClass::CogVideoX, Some(s @ (SamplerKind::Dpm | SamplerKind::Ddim))) => s,
+            (_, Some(s)) => {
+                let allowed = match class {
+                    ModelClass::Wan => "unipc or euler",
+                    ModelClass::HunyuanVideo => "euler",
+                    ModelClass::CogVideoX => "dpm or ddim",
+                };
+                bail!(
+                    "--sampler {} does not apply to {name} (use {allowed})",
+                    s.name()
+                )
+            }
+        };
+        let shift = match (class, args.shift) {
+            (ModelClass::CogVideoX, Some(_)) => bail!(
+                "--shift does not apply to {name}: its DPM and DDIM schedules have no flow shift"
+            ),
+            (ModelClass::CogVideoX, None) => None,
+            (ModelClass::Wan, s) => Some(s.unwrap_or(3.0)),
+            (ModelClass::HunyuanVideo, s) => Some(s.unwrap_or(7.0)),
+        };
+        if let Some(s) = shift
+            && !(s.is_finite() && s > 0.0)
         {
+            bail!("--shift must be positive, got {s}");
+        }
+        let guidance = args.guidance.unwrap_or(match class {
+            ModelClass::Wan => 5.0,
+            ModelClass::HunyuanVideo | ModelClass::CogVideoX => 6.0,
+        });
+        if !guidance.is_finite() {
+            bail!("--guidance must be finite, got {guidance}");
+        }
+        if args.true_cfg.is_some() && class != ModelClass::HunyuanVideo {
             bail!(
-                "--height and --width must be positive multiples of 8 (got {}x{})",
-                self.height,
-                self.width
+                "--true-cfg does not apply to {name} (its --guidance is classifier-free guidance)"
             );
         }
-        Ok([(self.frames - 1) / 4 + 1, self.height / 8, self.width / 8])
+        let true_cfg = args.true_cfg.unwrap_or(1.0);
+        if !true_cfg.is_finite() {
+            bail!("--true-cfg must be finite, got {true_cfg}");
+        }
+        if args.dynamic_cfg && class != ModelClass::CogVideoX {
+            bail!("--dynamic-cfg does not apply to {name} (CogVideoX only)");
+        }
+        if args.sampler_noise.is_some() && sampler != SamplerKind::Dpm {
+            bail!("--sampler-noise is for CogVideoX's DPM sampler only");
+        }
+        let latent = args.latent_size(class)?;
+        // Patch divisibility (the text length does not matter for it).
+        let padded = match class {
+            ModelClass::CogVideoX => cog_frames(config, latent[0])?.padded,
+            _ => latent[0],
+        };
+        config.layout([padded, latent[1], latent[2]], 1)?;
+        Ok(Settings {
+            class,
+            latent,
+            sampler,
+            guidance,
+            shift,
+            true_cfg,
+            dynamic_cfg: args.dynamic_cfg,
+        })
     }
+}
+
+/// CogVideoX latent frames: `latent` rounded up to the temporal patch.
+fn cog_frames(config: &ModelConfig, latent: usize) -> Result<LatentFrames> {
+    let ModelConfig::CogVideoX(c) = config else {
+        bail!("not a CogVideoX config");
+    };
+    let pt = c.patch_size_t;
+    let additional = (pt - latent % pt) % pt;
+    Ok(LatentFrames {
+        latent,
+        padded: latent + additional,
+        additional,
+    })
 }
 
 /// Runs the command.
@@ -108,44 +286,63 @@ pub fn run(args: Args) -> Result<()> {
     .map(|_| ()))
 }
 
-/// The denoising loop on backend `B`; returns the latents file written.
-pub fn generate<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
-    let [f, h, w] = args.latent_size()?;
-    let model = Denoiser::<B>::load(&args.model, device)?;
-    let (channels, _, dtype) = model.io_dims();
-    let emb = TensorMap::read(&args.embeddings)
-        .with_context(|| format!("reading {}", args.embeddings.display()))?;
-    let prompt: Tensor<B, 3> = emb.float("prompt_embeds", dtype, device)?;
-    let use_cfg = args.guidance > 1.0;
-    let negative: Option<Tensor<B, 3>> = if use_cfg {
-        let n: Tensor<B, 3> = emb.float("negative_prompt_embeds", dtype, device).context(
-            "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the negative prompt, \
-             \"\" by default); pass them or use --guidance 1",
-        )?;
-        if n.dims()[0] != prompt.dims()[0] {
-            bail!(
-                "negative_prompt_embeds batch {} != prompt_embeds batch {}",
-                n.dims()[0],
-                prompt.dims()[0]
+/// Standard normal host values (the same on every backend).
+fn host_normal(rng: &mut StdRng, shape: &[usize]) -> TensorData {
+    let v: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| StandardNormal.sample(rng))
+        .collect();
+    TensorData::new(v, shape.to_vec())
+}
+
+/// Random embeddings under the pipeline's names, for `--random-embeddings`.
+fn random_embeddings(args: &Args, config: &ModelConfig, s: &Settings) -> Result<TensorMap> {
+    let class = config.class();
+    let len = args.text_len.unwrap_or(class_defaults(class).text_len);
+    if len == 0 {
+        bail!("--text-len must be positive");
+    }
+    let d = config.text_dim();
+    let mut rng = StdRng::seed_from_u64(args.seed ^ 0x7e47_7e47);
+    let mut map = TensorMap::default();
+    let negative = match class {
+        ModelClass::HunyuanVideo => s.true_cfg > 1.0,
+        _ => s.guidance > 1.0,
+    };
+    for prefix in ["", "negative_"] {
+        if !prefix.is_empty() && !negative {
+            continue;
+        }
+        map.insert(
+            format!("{prefix}prompt_embeds"),
+            host_normal(&mut rng, &[1, len, d]),
+        );
+        if let ModelConfig::Hunyuan(c) = config {
+            let valid = args.valid_text.unwrap_or_else(|| default_valid_text(len));
+            if valid == 0 || valid > len {
+                bail!("--valid-text must be in 1..={len} (--text-len), got {valid}");
+            }
+            let mask = TextMask::right_padded(&[valid], len)?;
+            let values: Vec<i64> = mask.values().iter().map(|&v| i64::from(v)).collect();
+            map.insert(
+                format!("{prefix}prompt_attention_mask"),
+                TensorData::new(values, [1, len]),
+            );
+            map.insert(
+                format!("{prefix}pooled_prompt_embeds"),
+                host_normal(&mut rng, &[1, c.pooled_dim]),
             );
         }
-        Some(n)
-    } else {
-        None
-    };
-    let batch = prompt.dims()[0];
-    let plan = args.model.plan()?;
-    let ctx = model.attention_context([f, h, w], plan.as_ref())?;
+    }
+    Ok(map)
+}
 
-    let mut sampler: Box<dyn Sampler<B>> = match args.sampler {
-        SamplerKind::Unipc => Box::new(UniPcFlow::<B>::new(args.steps, args.shift)),
-        SamplerKind::Euler => Box::new(FlowMatchEuler::new(args.steps, args.shift)),
-    };
-    let timesteps = sampler.timesteps().to_vec();
-
-    // Initial noise on the host (same values on every backend), f32 like diffusers.
-    let shape = [batch, channels, f, h, w];
-    let mut latents = match &args.initial_latents {
+/// Initial latents of `shape`: from `--initial-latents` or seeded host noise (f32).
+fn initial_latents<B: SparseAttentionBackend>(
+    args: &Args,
+    shape: [usize; 5],
+    device: &B::Device,
+) -> Result<Tensor<B, 5>> {
+    match &args.initial_latents {
         Some(path) => {
             let map =
                 TensorMap::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -153,22 +350,23 @@ pub fn generate<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> R
             if t.dims() != shape {
                 bail!("initial latents are {:?}, expected {shape:?}", t.dims());
             }
-            t
+            Ok(t)
         }
         None => {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-            let noise: Vec<f32> = (0..shape.iter().product::<usize>())
-                .map(|_| StandardNormal.sample(&mut rng))
-                .map(|x: f32| x * sampler.init_noise_sigma())
-                .collect();
-            Tensor::<B, 5>::from_data(TensorData::new(noise, shape), (device, DType::F32))
+            let mut rng = StdRng::seed_from_u64(args.seed);
+            Ok(Tensor::from_data(
+                host_normal(&mut rng, &shape),
+                (device, DType::F32),
+            ))
         }
-    };
+    }
+}
 
-    let bar = if args.quiet {
+fn progress(quiet: bool, steps: usize) -> ProgressBar {
+    let bar = if quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(timesteps.len() as u64)
+        ProgressBar::new(steps as u64)
     };
     bar.set_style(
         ProgressStyle::with_template(
@@ -176,43 +374,48 @@ pub fn generate<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> R
         )
         .expect("valid template"),
     );
-    let start = Instant::now();
-    for (i, &t) in timesteps.iter().enumerate() {
-        bar.set_message(format!("t={t:.1}"));
-        let step_ctx = ctx.at_step(i);
-        let input = latents.clone().cast(dtype);
-        let tt = Tensor::<B, 1>::from_data(
-            TensorData::new(vec![t; batch], [batch]),
-            (device, DType::F32),
-        );
-        let cond = model.forward(input.clone(), tt.clone(), prompt.clone(), &step_ctx)?;
-        let pred = match &negative {
-            Some(neg) => {
-                let uncond = model.forward(input, tt, neg.clone(), &step_ctx)?;
-                cfg(uncond, cond, args.guidance)
-            }
-            None => cond,
-        };
-        latents = sampler.step(pred, i, latents)?;
-        bar.inc(1);
+    bar
+}
+
+/// The denoising loop on backend `B`; returns the latents file written.
+pub fn generate<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
+    let config = ModelConfig::resolve(&args.model)?;
+    let settings = Settings::new(args, &config)?;
+    let plan = args.model.plan()?;
+    if let Some(p) = &plan {
+        config.check_plan(p)?;
     }
-    bar.finish_and_clear();
+    let emb = match &args.embeddings {
+        Some(p) => TensorMap::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => random_embeddings(args, &config, &settings)?,
+    };
+    let model = Denoiser::<B>::load(&args.model, device)?;
+    let start = Instant::now();
+    let (mut out, forwards) = match &model {
+        Denoiser::Wan(m) => generate_wan(m, args, &settings, &emb, plan.as_ref(), device)?,
+        Denoiser::Hunyuan(m) => generate_hunyuan(m, args, &settings, &emb, plan.as_ref(), device)?,
+        Denoiser::CogVideoX(m) => {
+            generate_cogvideox(m, args, &settings, &emb, plan.as_ref(), device)?
+        }
+    };
     let elapsed = start.elapsed().as_secs_f64();
     eprintln!(
-        "{} steps in {elapsed:.2}s ({:.3}s/step, {} forward(s) per step)",
-        timesteps.len(),
-        elapsed / timesteps.len().max(1) as f64,
-        if use_cfg { 2 } else { 1 }
+        "{} steps in {elapsed:.2}s ({:.3}s/step, {forwards} per step)",
+        args.steps,
+        elapsed / args.steps.max(1) as f64,
     );
-
-    let mut out = TensorMap::default();
-    out.insert("latents", latents.cast(DType::F32).into_data());
     for (k, v) in [
-        ("model", model.class().class_name().to_owned()),
+        ("model", settings.class.class_name().to_owned()),
         ("steps", args.steps.to_string()),
-        ("sampler", format!("{:?}", args.sampler).to_lowercase()),
-        ("shift", args.shift.to_string()),
-        ("guidance", args.guidance.to_string()),
+        ("sampler", settings.sampler.name().to_owned()),
+        (
+            "shift",
+            settings
+                .shift
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "none".into()),
+        ),
+        ("guidance", settings.guidance.to_string()),
         ("seed", args.seed.to_string()),
         ("dtype", args.model.dtype.clone()),
         (
@@ -230,4 +433,219 @@ pub fn generate<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> R
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote {}", args.out.display());
     Ok(out)
+}
+
+/// Wan2.1: two separate forwards per step with CFG (diffusers' `WanPipeline`).
+fn generate_wan<B: SparseAttentionBackend>(
+    model: &WanTransformer3DModel<B>,
+    args: &Args,
+    s: &Settings,
+    emb: &TensorMap,
+    plan: Option<&vdit_patterns::Plan>,
+    device: &B::Device,
+) -> Result<(TensorMap, &'static str)> {
+    let [f, h, w] = s.latent;
+    let dtype = model.dtype;
+    let prompt: Tensor<B, 3> = emb.float("prompt_embeds", dtype, device)?;
+    let use_cfg = s.guidance > 1.0;
+    let negative: Option<Tensor<B, 3>> = if use_cfg {
+        let n: Tensor<B, 3> = emb.float("negative_prompt_embeds", dtype, device).context(
+            "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the negative prompt, \
+             \"\" by default); pass them or use --guidance 1",
+        )?;
+        if n.dims()[0] != prompt.dims()[0] {
+            bail!(
+                "negative_prompt_embeds batch {} != prompt_embeds batch {}",
+                n.dims()[0],
+                prompt.dims()[0]
+            );
+        }
+        Some(n)
+    } else {
+        None
+    };
+    let batch = prompt.dims()[0];
+    let ctx = model.attention_context(f, h, w, plan)?;
+    let shift = s.shift.unwrap_or(3.0);
+    let mut sampler: Box<dyn Sampler<B>> = match s.sampler {
+        SamplerKind::Unipc => Box::new(UniPcFlow::<B>::new(args.steps, shift)),
+        _ => Box::new(FlowMatchEuler::new(args.steps, shift)),
+    };
+    let timesteps = sampler.timesteps().to_vec();
+    let shape = [batch, model.config.in_channels, f, h, w];
+    let mut latents = initial_latents::<B>(args, shape, device)?;
+    if args.initial_latents.is_none() {
+        latents = latents * sampler.init_noise_sigma();
+    }
+    let bar = progress(args.quiet, timesteps.len());
+    for (i, &t) in timesteps.iter().enumerate() {
+        bar.set_message(format!("t={t:.1}"));
+        let step_ctx = ctx.at_step(i);
+        let input = latents.clone().cast(dtype);
+        let tt = Tensor::<B, 1>::from_data(
+            TensorData::new(vec![t; batch], [batch]),
+            (device, DType::F32),
+        );
+        let cond = model.forward(input.clone(), tt.clone(), prompt.clone(), &step_ctx)?;
+        let pred = match &negative {
+            Some(neg) => {
+                let uncond = model.forward(input, tt, neg.clone(), &step_ctx)?;
+                cfg(uncond, cond, s.guidance)
+            }
+            None => cond,
+        };
+        latents = sampler.step(pred, i, latents)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let mut out = TensorMap::default();
+    out.insert("latents", latents.cast(DType::F32).into_data());
+    out.metadata.insert("layout".into(), "BCFHW".into());
+    Ok((out, if use_cfg { "2 forwards" } else { "1 forward" }))
+}
+
+/// HunyuanVideo: `vdit_hunyuan::denoise` (flow Euler with the pipeline's sigmas,
+/// embedded guidance, optional true CFG).
+fn generate_hunyuan<B: SparseAttentionBackend>(
+    model: &HunyuanVideoTransformer3DModel<B>,
+    args: &Args,
+    s: &Settings,
+    emb: &TensorMap,
+    plan: Option<&vdit_patterns::Plan>,
+    device: &B::Device,
+) -> Result<(TensorMap, &'static str)> {
+    let [f, h, w] = s.latent;
+    let dtype = model.dtype;
+    let prompt = PromptEmbeds::<B>::from_tensor_map(emb, false, dtype, device)?
+        .context("no prompt_embeds")?;
+    let use_true_cfg = s.true_cfg > 1.0;
+    let negative = if use_true_cfg {
+        Some(
+            PromptEmbeds::<B>::from_tensor_map(emb, true, dtype, device)?.context(
+                "--true-cfg > 1 needs `negative_prompt_embeds`, `negative_pooled_prompt_embeds` \
+                 (and optionally `negative_prompt_attention_mask`)",
+            )?,
+        )
+    } else {
+        None
+    };
+    let [batch, text_len, _] = prompt.prompt_embeds.dims();
+    ModelConfig::Hunyuan(model.config.clone()).layout([f, h, w], text_len)?;
+    let ctx = model.attention_context(f, h, w, text_len, plan)?;
+    let latents = initial_latents::<B>(args, [batch, model.config.in_channels, f, h, w], device)?;
+    let config = GenerateConfig {
+        steps: args.steps,
+        shift: s.shift.unwrap_or(7.0),
+        guidance_scale: s.guidance,
+        true_cfg_scale: s.true_cfg,
+    };
+    let bar = progress(args.quiet, args.steps);
+    let latents = vdit_hunyuan::denoise(
+        model,
+        latents,
+        &prompt,
+        negative.as_ref(),
+        &config,
+        &ctx,
+        |_, _| bar.inc(1),
+    )?;
+    bar.finish_and_clear();
+    let mut out = TensorMap::default();
+    out.insert("latents", latents.cast(DType::F32).into_data());
+    out.metadata.insert("layout".into(), "BCFHW".into());
+    out.metadata
+        .insert("true_cfg".into(), s.true_cfg.to_string());
+    out.metadata.insert(
+        "guidance_kind".into(),
+        "embedded (model input guidance x 1000)".into(),
+    );
+    Ok((
+        out,
+        if use_true_cfg {
+            "2 forwards"
+        } else {
+            "1 forward"
+        },
+    ))
+}
+
+/// CogVideoX1.5: `vdit_cogvideox::pipeline::denoise` (batched CFG, static or dynamic;
+/// DPM or DDIM), odd latent frame counts padded at the front.
+fn generate_cogvideox<B: SparseAttentionBackend>(
+    model: &CogVideoXTransformer3DModel<B>,
+    args: &Args,
+    s: &Settings,
+    emb: &TensorMap,
+    plan: Option<&vdit_patterns::Plan>,
+    device: &B::Device,
+) -> Result<(TensorMap, &'static str)> {
+    let [f, h, w] = s.latent;
+    let config = ModelConfig::CogVideoX(model.config.clone());
+    let frames = cog_frames(&config, f)?;
+    let dtype = model.dtype;
+    let prompt: Tensor<B, 3> = emb.float("prompt_embeds", dtype, device)?;
+    let guidance = Guidance {
+        scale: s.guidance,
+        dynamic: s.dynamic_cfg,
+    };
+    let negative: Option<Tensor<B, 3>> = if guidance.enabled() {
+        Some(emb.float("negative_prompt_embeds", dtype, device).context(
+            "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the negative \
+                     prompt, \"\" by default); pass them or use --guidance 1",
+        )?)
+    } else {
+        None
+    };
+    let [batch, text_len, _] = prompt.dims();
+    let ctx = model.attention_context(frames.padded, h, w, text_len, plan)?;
+    let mut sampler: Box<dyn Sampler<B>> = match s.sampler {
+        SamplerKind::Ddim => Box::new(CogVideoXDdim::new(args.steps)?),
+        _ => {
+            let mut dpm = CogVideoXDpm::<B>::new(args.steps)?;
+            if let Some(path) = &args.sampler_noise {
+                let map =
+                    TensorMap::read(path).with_context(|| format!("reading {}", path.display()))?;
+                for i in 0..args.steps {
+                    dpm.push_noise(map.float(&format!("noise.{i}"), DType::F32, device)?);
+                }
+            }
+            Box::new(dpm)
+        }
+    };
+    let shape = [batch, frames.padded, model.config.in_channels, h, w];
+    let latents = initial_latents::<B>(args, shape, device)?;
+    // The DPM sampler draws its per-step noise from the backend RNG.
+    B::seed(device, args.seed ^ 0xd9a5_d9a5);
+    let bar = progress(args.quiet, args.steps);
+    let latents = vdit_cogvideox::pipeline::denoise(
+        model,
+        sampler.as_mut(),
+        latents,
+        prompt,
+        negative,
+        guidance,
+        &ctx,
+        &mut |_, _| bar.inc(1),
+    )?;
+    bar.finish_and_clear();
+    let latents = latents.cast(DType::F32);
+    let mut out = TensorMap::default();
+    out.insert("latents", frames.drop_padding(latents.clone())?.into_data());
+    if frames.additional > 0 {
+        out.insert("latents_padded", latents.into_data());
+    }
+    for (k, v) in [
+        ("layout", "BFCHW".to_owned()),
+        ("dynamic_cfg", s.dynamic_cfg.to_string()),
+        ("latent_frames", frames.latent.to_string()),
+        ("padded_latent_frames", frames.padded.to_string()),
+    ] {
+        out.metadata.insert(k.into(), v);
+    }
+    let forwards = if guidance.enabled() {
+        "1 forward (batched cond + uncond)"
+    } else {
+        "1 forward"
+    };
+    Ok((out, forwards))
 }
