@@ -105,6 +105,7 @@ fn model_section_times_all_three_models_at_the_tiny_size() {
             density > 0.1 && density < 0.9,
             "{prefix}: density {density}"
         );
+        assert_eq!(pair[0]["speedup"], 1.0);
         let speedup = pair[1]["speedup"].as_f64().unwrap();
         let ratio = pair[0]["ms"].as_f64().unwrap() / pair[1]["ms"].as_f64().unwrap();
         assert!((speedup - ratio).abs() < 1e-9);
@@ -173,4 +174,27 @@ fn plan_option_picks_and_checks_the_model() {
         msg.contains("fits none of wan, hunyuan, cogvideox"),
         "{msg}"
     );
+}
+
+#[test]
+fn modes_option_times_one_kind_of_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(bench(&[
+        "--skip-attention",
+        "--models",
+        "cogvideox",
+        "--modes",
+        "plan",
+        "--repeats",
+        "1",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]));
+    let rows = report(tmp.path())["model"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["mode"], "plan");
+    // No dense step in this run: no speedup.
+    assert!(rows[0]["speedup"].is_null(), "{}", rows[0]);
+    let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+    assert!(md.contains("| plan |") && md.contains("| - |"), "{md}");
 }

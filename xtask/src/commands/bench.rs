@@ -62,6 +62,11 @@ pub struct Args {
     /// one model per process.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub models: Vec<StepModel>,
+    /// Which steps to time per model, comma-separated: `dense`, `plan` (default both; one
+    /// of them alone keeps a long step, e.g. HunyuanVideo at 720p, within a process time
+    /// limit; the plan row's speedup is then left empty).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "dense,plan")]
+    pub modes: Vec<StepMode>,
     /// Size of the denoiser steps: `real` (the sizes above, default on GPU backends) or
     /// `tiny` (2-layer models of the same shape at a small latent, default on the CPU).
     #[arg(long, value_enum)]
@@ -123,6 +128,15 @@ impl StepModel {
     }
 }
 
+/// A timed step: dense attention or the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StepMode {
+    /// Dense attention in every layer.
+    Dense,
+    /// The plan (`--plan` or the fixed mixed plan).
+    Plan,
+}
+
 /// Size of the denoiser steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StepSize {
@@ -145,8 +159,9 @@ pub struct ModelRow {
     pub attention_density: f64,
     /// Median step time (ms).
     pub ms: f64,
-    /// Dense time / this time.
-    pub speedup: f64,
+    /// Dense time / this time (`null` when the dense step was not timed in the same run,
+    /// see `--modes`).
+    pub speedup: Option<f64>,
     /// Latent size, text tokens and what the plan is.
     pub notes: String,
 }
@@ -593,6 +608,7 @@ fn unix_ms() -> u128 {
 fn model_suite<B: SparseAttentionBackend>(
     device: &B::Device,
     models: &[StepModel],
+    modes: &[StepMode],
     size: StepSize,
     dtype: DType,
     block_size: usize,
@@ -604,7 +620,7 @@ fn model_suite<B: SparseAttentionBackend>(
         eprintln!("[bench-model] begin {} {}", m.key(), unix_ms());
         let case = step_case(m, size)?;
         rows.extend(model_rows::<B>(
-            device, &case, dtype, block_size, repeats, plan,
+            device, &case, modes, dtype, block_size, repeats, plan,
         )?);
         // The model is dropped; give its memory back before the next one is built.
         B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
@@ -614,9 +630,11 @@ fn model_suite<B: SparseAttentionBackend>(
     Ok(rows)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn model_rows<B: SparseAttentionBackend>(
     device: &B::Device,
     case: &StepCase,
+    modes: &[StepMode],
     dtype: DType,
     block_size: usize,
     repeats: usize,
@@ -650,8 +668,15 @@ fn model_rows<B: SparseAttentionBackend>(
     )?;
     let (layers, _, _) = case.config.plan_dims();
     let mut rows = Vec::new();
-    let mut dense_ms = 0.0;
+    let mut dense_ms = None;
     for mode in ["dense", "plan"] {
+        let wanted = match mode {
+            "dense" => modes.contains(&StepMode::Dense),
+            _ => modes.contains(&StepMode::Plan),
+        };
+        if !wanted {
+            continue;
+        }
         let ctx = model.attention_context(
             case.latent,
             case.text_len,
@@ -672,7 +697,7 @@ fn model_rows<B: SparseAttentionBackend>(
             Ok(())
         })?;
         if mode == "dense" {
-            dense_ms = ms;
+            dense_ms = Some(ms);
         }
         eprintln!("  {name} {mode}: {ms:.1} ms (attention density {density:.3})");
         let notes = if mode == "plan" {
@@ -686,7 +711,7 @@ fn model_rows<B: SparseAttentionBackend>(
             mode: mode.into(),
             attention_density: density,
             ms,
-            speedup: dense_ms / ms,
+            speedup: dense_ms.map(|d| d / ms),
             notes,
         });
     }
@@ -736,13 +761,15 @@ fn markdown(r: &Report) -> String {
         for m in &r.model {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.3} | {:.1} | {:.2}x | {} |",
+                "| {} | {} | {} | {:.3} | {:.1} | {} | {} |",
                 m.model,
                 m.tokens,
                 m.mode,
                 m.attention_density,
                 m.ms,
-                m.speedup,
+                m.speedup
+                    .map(|x| format!("{x:.2}x"))
+                    .unwrap_or_else(|| "-".into()),
                 m.notes.replace('|', "\\|")
             );
         }
@@ -927,6 +954,7 @@ pub fn run(args: Args) -> Result<()> {
             model_suite::<B>(
                 &device,
                 &models,
+                &args.modes,
                 size,
                 dtype,
                 block_size,
