@@ -6,7 +6,9 @@
 #      pattern at several densities, Burn's built-in attention) and the Wan2.1-1.3B
 #      denoiser step at 480p x 81 frames (random bf16 weights), dense and with a plan;
 #      writes the cost table.
-#   2. Peak GPU memory of the denoiser steps, sampled with nvidia-smi.
+#   2. The denoiser steps of Wan2.1-1.3B, CogVideoX1.5-5B and HunyuanVideo at their real
+#      sizes (env MODELS, e.g. "wan hunyuan:dense", MODEL_REPEATS, MODEL_TIMEOUT, PLAN), one process per model, with
+#      peak GPU memory sampled by nvidia-smi.
 # Usage: OUT=dir bash tools/device/suite.sh [attention|model|search|all]
 #   3. `xtask search` through the Wan2.1-1.3B model (GPU candidate evaluation), then the
 #      denoiser step with the searched plan.
@@ -36,15 +38,22 @@ if [[ $WHAT == attention || $WHAT == all ]]; then
 fi
 
 if [[ $WHAT == model || $WHAT == all ]]; then
-  echo "== Wan2.1-1.3B step at 480p x 81 frames (bf16, random weights)"
-  PLAN_ARGS=""
-  [[ -n "${PLAN:-}" ]] && PLAN_ARGS="--plan $PLAN"
-  pid=$(sample_memory "$OUT/model_mem.txt")
-  timeout 300 ./$BIN/xtask bench --backend cuda --skip-attention --repeats 2 $PLAN_ARGS \
-    --device-name "$GPU" --out "$OUT/model" 2> "$OUT/model.log" > /dev/null
-  echo "rc=$?"; kill "$pid" 2>/dev/null
-  tail -4 "$OUT/model.log"
-  echo "peak GPU memory used (MiB): $(sort -n "$OUT/model_mem.txt" | tail -1)"
+  # One process per model (or model:mode, e.g. hunyuan:dense) so that the sampled peak
+  # GPU memory is that model's and a 720p HunyuanVideo step fits a process time limit.
+  for entry in ${MODELS:-wan cogvideox hunyuan:dense hunyuan:plan}; do
+    m=${entry%%:*}; mode=${entry#*:}; [[ $mode == "$entry" ]] && mode=dense,plan
+    tag=${entry/:/_}
+    echo "== $m denoiser step at its real size (bf16, random weights): $mode"
+    PLAN_ARGS=""
+    [[ -n "${PLAN:-}" ]] && PLAN_ARGS="--plan $PLAN"
+    pid=$(sample_memory "$OUT/model_${tag}_mem.txt")
+    timeout ${MODEL_TIMEOUT:-300} ./$BIN/xtask bench --backend cuda --skip-attention --models $m \
+      --modes $mode --repeats ${MODEL_REPEATS:-2} $PLAN_ARGS --device-name "$GPU" --out "$OUT/model_$tag" \
+      2> "$OUT/model_$tag.log" > /dev/null
+    echo "rc=$?"; kill "$pid" 2>/dev/null
+    tail -4 "$OUT/model_$tag.log"
+    echo "peak GPU memory used (MiB), $entry: $(sort -n "$OUT/model_${tag}_mem.txt" | tail -1)"
+  done
 fi
 
 if [[ $WHAT == search || $WHAT == all ]]; then
@@ -56,7 +65,7 @@ if [[ $WHAT == search || $WHAT == all ]]; then
   start=$(date +%s)
   timeout ${SEARCH_TIMEOUT:-420} ./$BIN/xtask search --preset wan2.1-t2v-1.3b --backend cuda --dtype bf16 \
     --latent 21x60x104 --schedule-steps ${SEARCH_STEPS:-3} --capture-steps ${SEARCH_CAPTURE:-1} --seeds 0 \
-    --block-size 128 $COST ${SEARCH_ARGS:-} --out "$OUT/search/plan.ron" --report "$OUT/search/report.json" \
+    --block-size 128 --measure-attention $COST ${SEARCH_ARGS:-} --out "$OUT/search/plan.ron" --report "$OUT/search/report.json" \
     > "$OUT/search/search.log" 2>&1
   echo "search rc=$? wall $(( $(date +%s) - start )) s"; tail -5 "$OUT/search/search.log"
   if [[ -f "$OUT/search/plan.ron" ]]; then

@@ -192,3 +192,62 @@ fn model_driven_search_through_a_diffusers_directory() {
     assert!(err.contains("13"), "{err}");
     assert!(!plan.exists());
 }
+
+#[test]
+fn model_driven_search_runs_hunyuan_and_cogvideox() {
+    let dir = tempfile::tempdir().unwrap();
+    for (preset, latent, sampler) in [
+        ("hunyuan-tiny", "2x24x24", "flow Euler shift 7"),
+        ("cogvideox-tiny", "4x24x24", "CogVideoX DDIM"),
+    ] {
+        let plan = dir.path().join(format!("{preset}.ron"));
+        let out = xtask(&[
+            "--preset",
+            preset,
+            "--latent",
+            latent,
+            "--text-len",
+            "16",
+            "--schedule-steps",
+            "4",
+            "--seeds",
+            "3",
+            "--epsilon",
+            "0.3",
+            "--out",
+            plan.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(
+            out.status.success(),
+            "{preset}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p = vdit_patterns::Plan::load(&plan).unwrap();
+        assert_eq!(p.layout.text, 16, "{preset}");
+        assert!(
+            p.provenance.notes.contains(sampler),
+            "{}",
+            p.provenance.notes
+        );
+        assert!(
+            p.ranges[0]
+                .layers
+                .iter()
+                .flatten()
+                .any(|x| *x != vdit_patterns::Pattern::Dense),
+            "{preset}: expected some sparse decisions at epsilon 0.3"
+        );
+    }
+    // HunyuanVideo needs its mask and pooled text: a text file alone is refused.
+    let out = xtask(&[
+        "--preset",
+        "hunyuan-tiny",
+        "--latent",
+        "2x24x24",
+        "--text",
+        "/nonexistent.safetensors",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HunyuanVideo"));
+}

@@ -20,8 +20,21 @@ pub fn dense_output(
     layout: &VideoLayout,
     block_size: usize,
 ) -> Result<Vec<f32>, SearchError> {
+    dense_output_with(qkv, layout, block_size, &mut run)
+}
+
+/// A function that runs one layer on host buffers, as [`LayerRunner::run`].
+pub type RunLayer<'a> = dyn FnMut(&LayerQkv, &CompiledLayer) -> Result<Vec<f32>, SearchError> + 'a;
+
+/// [`dense_output`] through `run_layer` instead of the installed runner.
+pub fn dense_output_with(
+    qkv: &LayerQkv,
+    layout: &VideoLayout,
+    block_size: usize,
+    run_layer: &mut RunLayer<'_>,
+) -> Result<Vec<f32>, SearchError> {
     let layer = CompiledLayer::compile(&vec![Pattern::Dense; qkv.heads], layout, block_size)?;
-    run(qkv, &layer)
+    run_layer(qkv, &layer)
 }
 
 /// Runs one layer's block-sparse attention on host buffers (`[heads, tokens, head_dim]`,
@@ -48,7 +61,8 @@ pub fn layer_runner_name() -> String {
         .map_or_else(|| "cpu f32".to_string(), |r| r.name())
 }
 
-fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchError> {
+/// Runs one layer through the installed runner ([`set_layer_runner`]), or the CPU path.
+pub fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchError> {
     if let Some(r) = RUNNER.get() {
         return r.run(qkv, layer);
     }
@@ -91,8 +105,6 @@ pub fn normalised(mse: f64, layer_energy: f64) -> f64 {
 /// multi-head call (heads with fewer candidates are skipped in that slot), so rayon
 /// parallelism spans heads and query blocks. Skip candidates are not run: their error
 /// is the head's energy.
-// Slot `j` indexes every head's candidate list and error row at once.
-#[allow(clippy::needless_range_loop)]
 pub fn candidate_errors(
     qkv: &LayerQkv,
     layout: &VideoLayout,
@@ -100,6 +112,21 @@ pub fn candidate_errors(
     dense: &[f32],
     candidates: &[Vec<Pattern>],
     cache: &mut TableCache,
+) -> Result<LayerErrors, SearchError> {
+    candidate_errors_with(qkv, layout, block_size, dense, candidates, cache, &mut run)
+}
+
+/// [`candidate_errors`] through `run_layer` instead of the installed runner.
+// Slot `j` indexes every head's candidate list and error row at once.
+#[allow(clippy::needless_range_loop)]
+pub fn candidate_errors_with(
+    qkv: &LayerQkv,
+    layout: &VideoLayout,
+    block_size: usize,
+    dense: &[f32],
+    candidates: &[Vec<Pattern>],
+    cache: &mut TableCache,
+    run_layer: &mut RunLayer<'_>,
 ) -> Result<LayerErrors, SearchError> {
     let (h_n, n, d) = (qkv.heads, qkv.tokens, qkv.head_dim);
     let per_head = n * d;
@@ -129,7 +156,7 @@ pub fn candidate_errors(
             continue;
         }
         let layer = CompiledLayer::compile_cached(&patterns, layout, block_size, cache)?;
-        let out = run(qkv, &layer)?;
+        let out = run_layer(qkv, &layer)?;
         for (h, p) in patterns.iter().enumerate() {
             if j >= candidates[h].len() || matches!(p, Pattern::Skip) {
                 continue;

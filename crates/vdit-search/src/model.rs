@@ -23,19 +23,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use vdit_attention::{AttentionError, CaptureHook, CapturedAttention, PreparedLayer};
-use vdit_patterns::{ModelInfo, Pattern, Plan, Provenance, StepRange};
+use vdit_patterns::{CompiledLayer, ModelInfo, Pattern, Plan, Provenance, StepRange};
 
 use crate::{Decided, LayerQkv, QkvSource, SearchError, SourceInfo};
 
 /// Runs a model so that a search can observe its self-attention inputs.
 ///
-/// [`ModelSource`] clones the runner once per sample and calls [`ModelRunner::run_to`]
-/// on a worker thread, so it must be `Clone + Send + 'static` (Burn modules and tensors
-/// are; clones share the weights).
+/// [`ModelSource`] builds one runner per sample *on that sample's worker thread* (through
+/// the factory given to [`ModelSource::new`]) and keeps all of the runner's device work
+/// on that thread: GPU runtimes such as CubeCL keep per-thread streams and memory pools,
+/// and tensors shared across threads are not safe there.
 pub trait ModelRunner {
-    /// Shapes, samples and the steps the search may observe.
-    fn info(&self) -> SourceInfo;
-
     /// Runs `sample` from its initial noise through denoising steps `0..=step` with
     /// self-attention following `plan` and `hook` attached to the attention context of
     /// every step (`AttentionContext::with_capture`): the hook captures what the search
@@ -51,6 +49,18 @@ pub trait ModelRunner {
     ) -> Result<(), SearchError>;
 }
 
+/// What the search asks of a worker.
+enum Command {
+    /// Start a run from the noise (worker idle).
+    Start(Box<Plan>),
+    /// Run the paused layer with these patterns.
+    Run(Arc<PreparedLayer>),
+    /// Abort the paused run.
+    Abort,
+    /// Evaluate one layer of candidates on the worker's device (paused or idle).
+    Eval(Arc<LayerQkv>, Arc<CompiledLayer>),
+}
+
 /// What a worker reports to the search.
 enum Report {
     /// Paused before running `layer` at `step`, with its q/k/v when the search observes
@@ -60,17 +70,29 @@ enum Report {
         layer: usize,
         captured: Option<Box<CapturedAttention>>,
     },
-    /// The run ended (it never pauses again).
+    /// The run ended (it never pauses again until the next start).
     Done(Result<(), SearchError>),
+    /// Result of an [`Command::Eval`].
+    Evaluated(Result<Vec<f32>, SearchError>),
 }
 
-/// The hook a worker's run carries: captures at the observed steps, and pauses every
-/// layer until the search sends the layer to run (`None` aborts the run).
+/// The hook a worker's runs carry: captures at the observed steps, and pauses every
+/// layer until the search sends the layer to run, serving evaluations meanwhile.
 struct PausingHook {
     capture_steps: Vec<usize>,
     captured: Mutex<Option<CapturedAttention>>,
     reports: Mutex<Sender<Report>>,
-    replies: Mutex<Receiver<Option<Arc<PreparedLayer>>>>,
+    commands: Mutex<Receiver<Command>>,
+}
+
+impl PausingHook {
+    fn report(&self, r: Report) -> bool {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(r)
+            .is_ok()
+    }
 }
 
 impl CaptureHook for PausingHook {
@@ -95,23 +117,24 @@ impl CaptureHook for PausingHook {
             .filter(|c| c.step == step && c.layer == layer)
             .map(Box::new);
         let aborted = || AttentionError::Aborted("the search no longer needs this run".into());
-        self.reports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Report::At {
-                step,
-                layer,
-                captured,
-            })
-            .map_err(|_| aborted())?;
-        match self
-            .replies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .recv()
-        {
-            Ok(Some(layer)) => Ok(Some(layer)),
-            _ => Err(aborted()),
+        if !self.report(Report::At {
+            step,
+            layer,
+            captured,
+        }) {
+            return Err(aborted());
+        }
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match commands.recv() {
+                Ok(Command::Run(layer)) => return Ok(Some(layer)),
+                Ok(Command::Eval(qkv, layer)) => {
+                    if !self.report(Report::Evaluated(crate::eval::run(&qkv, &layer))) {
+                        return Err(aborted());
+                    }
+                }
+                Ok(Command::Abort | Command::Start(_)) | Err(_) => return Err(aborted()),
+            }
         }
     }
 }
@@ -119,32 +142,64 @@ impl CaptureHook for PausingHook {
 /// `(step, layer)` and patterns of every layer a run has gone through, in order.
 type RunHistory = Vec<((usize, usize), Vec<Pattern>)>;
 
-/// One sample's paused run, seen from the search.
+/// One sample's worker thread, seen from the search.
 struct Worker {
-    replies: Option<Sender<Option<Arc<PreparedLayer>>>>,
+    commands: Option<Sender<Command>>,
     reports: Receiver<Report>,
     handle: Option<JoinHandle<()>>,
+    /// Whether a run is going (paused or between pauses).
+    running: bool,
     ran: RunHistory,
-    /// Where it is paused now, with that layer's capture.
+    /// Where the run is paused now, with that layer's capture.
     paused: Option<(usize, usize, Option<Box<CapturedAttention>>)>,
-    ended: bool,
+    /// Layers compiled for this worker (their device uploads belong to its thread).
+    prepared: Vec<(Vec<Pattern>, Arc<PreparedLayer>)>,
 }
 
 impl Worker {
-    /// Aborts the run (if still going) and waits for its thread.
-    fn stop(&mut self) {
-        if let Some(tx) = self.replies.take() {
-            let _ = tx.send(None);
+    fn send(&self, c: Command) -> Result<(), SearchError> {
+        self.commands
+            .as_ref()
+            .and_then(|tx| tx.send(c).ok())
+            .ok_or_else(|| SearchError::Source("the model worker thread has stopped".into()))
+    }
+
+    /// Next report; a closed channel means the thread died.
+    fn recv(&mut self) -> Result<Report, SearchError> {
+        self.reports.recv().map_err(|_| {
+            self.running = false;
+            SearchError::Source(
+                "the model worker thread stopped unexpectedly (did it panic? see above)".into(),
+            )
+        })
+    }
+
+    /// Aborts the current run, if any, and waits until it has ended.
+    fn abort(&mut self) -> Result<(), SearchError> {
+        if !self.running {
+            return Ok(());
         }
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        self.send(Command::Abort)?;
+        loop {
+            match self.recv()? {
+                Report::Done(_) => break,
+                Report::At { .. } | Report::Evaluated(_) => {}
+            }
         }
+        self.running = false;
+        self.paused = None;
+        self.ran.clear();
+        Ok(())
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.abort();
+        self.commands = None; // ends the worker's command loop
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -156,31 +211,36 @@ struct Kept {
     qkv: LayerQkv,
 }
 
+type Factory<R> = Arc<dyn Fn(usize) -> Result<R, SearchError> + Send + Sync>;
+
 /// A [`ModelRunner`] as a propagating search source: one paused run per sample (see the
 /// module docs), so a greedy search costs about one trajectory per sample.
 pub struct ModelSource<R: ModelRunner> {
-    runner: R,
+    make: Factory<R>,
     info: SourceInfo,
     block_size: usize,
     workers: Vec<Option<Worker>>,
-    prepared: Vec<(Vec<Pattern>, Arc<PreparedLayer>)>,
     kept: Vec<Kept>,
     restarts: usize,
+    eval_input: Option<(Vec<u64>, Arc<LayerQkv>)>,
 }
 
-impl<R: ModelRunner> ModelSource<R> {
-    /// Wraps `runner`.
-    pub fn new(runner: R) -> Self {
-        let info = runner.info();
+impl<R: ModelRunner + 'static> ModelSource<R> {
+    /// A source for the model described by `info`; `make(sample)` builds the runner of
+    /// one sample on that sample's worker thread (load or build the model there).
+    pub fn new(
+        info: SourceInfo,
+        make: impl Fn(usize) -> Result<R, SearchError> + Send + Sync + 'static,
+    ) -> Self {
         let workers = (0..info.samples).map(|_| None).collect();
         ModelSource {
-            runner,
+            make: Arc::new(make),
             info,
             block_size: 64,
             workers,
-            prepared: Vec::new(),
             kept: Vec::new(),
             restarts: 0,
+            eval_input: None,
         }
     }
 
@@ -237,56 +297,52 @@ impl<R: ModelRunner> ModelSource<R> {
             .all(|((s, l), p)| *p == self.required(decided, *s, *l))
     }
 
-    fn prepared(&mut self, patterns: &[Pattern]) -> Result<Arc<PreparedLayer>, SearchError> {
-        if let Some((_, p)) = self.prepared.iter().find(|(k, _)| k == patterns) {
-            return Ok(p.clone());
+    /// The worker of `sample`, spawning its thread (which builds the runner) if needed.
+    fn worker(&mut self, sample: usize) -> Result<&mut Worker, SearchError> {
+        if self.workers[sample].is_none() {
+            let (command_tx, command_rx) = channel();
+            let (report_tx, reports) = channel();
+            let hook = Arc::new(PausingHook {
+                capture_steps: self.info.steps.clone(),
+                captured: Mutex::new(None),
+                reports: Mutex::new(report_tx.clone()),
+                commands: Mutex::new(command_rx),
+            });
+            let make = self.make.clone();
+            let last =
+                *self.info.steps.last().ok_or_else(|| {
+                    SearchError::Source("the model runner observes no steps".into())
+                })?;
+            let handle = std::thread::Builder::new()
+                .name(format!("search-sample-{sample}"))
+                .spawn(move || worker_loop(sample, last, make, hook, report_tx))
+                .map_err(|e| SearchError::Source(format!("starting the model thread: {e}")))?;
+            self.workers[sample] = Some(Worker {
+                commands: Some(command_tx),
+                reports,
+                handle: Some(handle),
+                running: false,
+                ran: Vec::new(),
+                paused: None,
+                prepared: Vec::new(),
+            });
         }
-        let layer = Arc::new(
-            PreparedLayer::new(patterns, &self.info.layout, self.block_size)
-                .map_err(|e| SearchError::Source(e.to_string()))?,
-        );
-        self.prepared.push((patterns.to_vec(), layer.clone()));
-        Ok(layer)
+        Ok(self.workers[sample].as_mut().expect("set above"))
     }
-}
 
-impl<R: ModelRunner + Clone + Send + 'static> ModelSource<R> {
-    /// Starts `sample`'s run from its noise, stopping the previous one.
+    /// Starts `sample`'s run from its noise, aborting the previous one.
     fn start(&mut self, sample: usize) -> Result<(), SearchError> {
-        if let Some(mut old) = self.workers[sample].take() {
-            old.stop();
-        }
         let last = *self
             .info
             .steps
             .last()
-            .ok_or_else(|| SearchError::Source("the model runner observes no steps".into()))?;
+            .expect("checked when the worker started");
         let plan = self.partial_plan(&Decided::new(), last)?;
-        let (report_tx, reports) = channel();
-        let (replies, reply_rx) = channel();
-        let hook = Arc::new(PausingHook {
-            capture_steps: self.info.steps.clone(),
-            captured: Mutex::new(None),
-            reports: Mutex::new(report_tx.clone()),
-            replies: Mutex::new(reply_rx),
-        });
-        let mut runner = self.runner.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("search-sample-{sample}"))
-            .spawn(move || {
-                let result = runner.run_to(sample, last, &plan, hook);
-                let _ = report_tx.send(Report::Done(result));
-            })
-            .map_err(|e| SearchError::Source(format!("starting the model run: {e}")))?;
+        let worker = self.worker(sample)?;
+        worker.abort()?;
+        worker.send(Command::Start(Box::new(plan)))?;
+        worker.running = true;
         self.restarts += 1;
-        self.workers[sample] = Some(Worker {
-            replies: Some(replies),
-            reports,
-            handle: Some(handle),
-            ran: Vec::new(),
-            paused: None,
-            ended: false,
-        });
         Ok(())
     }
 
@@ -300,7 +356,7 @@ impl<R: ModelRunner + Clone + Send + 'static> ModelSource<R> {
     ) -> Result<(CapturedAttention, RunHistory), SearchError> {
         let target = (step, layer);
         let reusable = self.workers[sample].as_ref().is_some_and(|w| {
-            !w.ended
+            w.running
                 && w.paused.as_ref().is_none_or(|(s, l, _)| (*s, *l) <= target)
                 && self.consistent(&w.ran, decided)
         });
@@ -310,32 +366,28 @@ impl<R: ModelRunner + Clone + Send + 'static> ModelSource<R> {
         loop {
             let worker = self.workers[sample].as_mut().expect("started above");
             if worker.paused.is_none() {
-                match worker.reports.recv() {
-                    Ok(Report::At {
+                match worker.recv()? {
+                    Report::At {
                         step,
                         layer,
                         captured,
-                    }) => worker.paused = Some((step, layer, captured)),
-                    Ok(Report::Done(result)) => {
-                        worker.ended = true;
+                    } => worker.paused = Some((step, layer, captured)),
+                    Report::Done(result) => {
+                        worker.running = false;
                         result?;
                         return Err(SearchError::Source(format!(
-                            "the model run for sample {sample} ended before step {step}, layer {layer}"
+                            "the model run for sample {sample} ended before step {step}, layer {layer}: does the model have that many layers and steps?"
                         )));
                     }
-                    Err(_) => {
-                        worker.ended = true;
-                        return Err(SearchError::Source(format!(
-                            "the model run for sample {sample} stopped unexpectedly (its thread panicked?)"
-                        )));
-                    }
+                    Report::Evaluated(_) => {}
                 }
+                continue;
             }
             let (s, l) = worker
                 .paused
                 .as_ref()
                 .map(|(s, l, _)| (*s, *l))
-                .expect("set above");
+                .expect("checked above");
             if (s, l) == target {
                 let captured = worker
                     .paused
@@ -350,29 +402,121 @@ impl<R: ModelRunner + Clone + Send + 'static> ModelSource<R> {
             }
             if (s, l) > target {
                 return Err(SearchError::Source(format!(
-                    "the model run for sample {sample} went past step {step}, layer {layer} (at step {s}, layer {l}): does the model have that many layers?"
+                    "the model run for sample {sample} went past step {step}, layer {layer} (at step {s}, layer {l})"
                 )));
             }
             let patterns = self.required(decided, s, l);
-            let layer_run = self.prepared(&patterns)?;
+            let (layout, bs) = (self.info.layout, self.block_size);
             let worker = self.workers[sample].as_mut().expect("started above");
-            let sent = worker
-                .replies
-                .as_ref()
-                .is_some_and(|tx| tx.send(Some(layer_run)).is_ok());
-            if !sent {
-                worker.ended = true;
-                return Err(SearchError::Source(format!(
-                    "the model run for sample {sample} stopped at step {s}, layer {l}"
-                )));
-            }
+            let layer_run = match worker.prepared.iter().find(|(k, _)| *k == patterns) {
+                Some((_, p)) => p.clone(),
+                None => {
+                    let p = Arc::new(
+                        PreparedLayer::new(&patterns, &layout, bs)
+                            .map_err(|e| SearchError::Source(e.to_string()))?,
+                    );
+                    worker.prepared.push((patterns.clone(), p.clone()));
+                    p
+                }
+            };
+            worker.send(Command::Run(layer_run))?;
             worker.ran.push(((s, l), patterns));
             worker.paused = None;
         }
     }
+
+    /// Evaluates one layer on worker 0's thread (where the model's device work is).
+    fn eval_on_worker(
+        &mut self,
+        qkv: &LayerQkv,
+        layer: &CompiledLayer,
+    ) -> Result<Vec<f32>, SearchError> {
+        let key = fingerprint(qkv);
+        let input = match &self.eval_input {
+            Some((k, q)) if *k == key => q.clone(),
+            _ => {
+                self.eval_input = None; // free the previous copy first
+                let q = Arc::new(qkv.clone());
+                self.eval_input = Some((key, q.clone()));
+                q
+            }
+        };
+        let worker = self.worker(0)?;
+        worker.send(Command::Eval(input, Arc::new(layer.clone())))?;
+        loop {
+            match worker.recv()? {
+                Report::Evaluated(out) => return out,
+                Report::At {
+                    step,
+                    layer,
+                    captured,
+                } => worker.paused = Some((step, layer, captured)),
+                Report::Done(r) => {
+                    worker.running = false;
+                    worker.paused = None;
+                    r?;
+                }
+            }
+        }
+    }
 }
 
-impl<R: ModelRunner + Clone + Send + 'static> QkvSource for ModelSource<R> {
+/// A worker thread: builds the runner, then runs and evaluates on command.
+fn worker_loop<R: ModelRunner>(
+    sample: usize,
+    last: usize,
+    make: Factory<R>,
+    hook: Arc<PausingHook>,
+    reports: Sender<Report>,
+) {
+    let mut runner = match make(sample) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let _ = reports.send(Report::Done(Err(e)));
+            None
+        }
+    };
+    loop {
+        let command = hook
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recv();
+        match command {
+            Ok(Command::Start(plan)) => {
+                let result = match runner.as_mut() {
+                    Some(r) => {
+                        *hook.captured.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        r.run_to(sample, last, &plan, hook.clone())
+                    }
+                    None => Err(SearchError::Source(
+                        "building the model runner failed (reported earlier)".into(),
+                    )),
+                };
+                let _ = reports.send(Report::Done(result));
+            }
+            Ok(Command::Eval(qkv, layer)) => {
+                let _ = reports.send(Report::Evaluated(crate::eval::run(&qkv, &layer)));
+            }
+            // Leftovers of a run that already ended.
+            Ok(Command::Run(_) | Command::Abort) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Identity of a host q/k/v: shape, buffer addresses and a strided sample of values.
+fn fingerprint(qkv: &LayerQkv) -> Vec<u64> {
+    let mut v = vec![qkv.heads as u64, qkv.tokens as u64, qkv.head_dim as u64];
+    for x in [&qkv.q, &qkv.k, &qkv.v] {
+        v.push(x.as_ptr() as u64);
+        let stride = (x.len() / 1024).max(1);
+        v.extend(x.iter().step_by(stride).map(|f| u64::from(f.to_bits())));
+    }
+    v
+}
+
+impl<R: ModelRunner + 'static> QkvSource for ModelSource<R> {
     fn info(&self) -> SourceInfo {
         self.info.clone()
     }
@@ -384,12 +528,20 @@ impl<R: ModelRunner + Clone + Send + 'static> QkvSource for ModelSource<R> {
     fn use_block_size(&mut self, block_size: usize) {
         if block_size != self.block_size {
             self.block_size = block_size;
-            self.prepared.clear();
             self.kept.clear();
-            for w in self.workers.iter_mut() {
-                *w = None;
+            for w in self.workers.iter_mut().flatten() {
+                let _ = w.abort();
+                w.prepared.clear();
             }
         }
+    }
+
+    fn run_layer(
+        &mut self,
+        qkv: &LayerQkv,
+        layer: &CompiledLayer,
+    ) -> Option<Result<Vec<f32>, SearchError>> {
+        Some(self.eval_on_worker(qkv, layer))
     }
 
     fn qkv(

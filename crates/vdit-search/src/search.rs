@@ -14,7 +14,7 @@ use vdit_patterns::{
 
 use crate::candidates::key_block_mass;
 use crate::cost::HeadCostQuery;
-use crate::eval::{candidate_errors, dense_output};
+use crate::eval::{candidate_errors_with, dense_output_with};
 use crate::{CandidateConfig, CostModel, Decided, QkvSource, SearchError, SourceInfo};
 
 /// Options of a search.
@@ -529,8 +529,15 @@ impl Engine {
         for sample in 0..self.info.samples {
             for &step in &range.captured {
                 let qkv = self.fetch(source, sample, step, layer, decided)?;
-                let dense = dense_output(&qkv, &layout, bs)?;
-                let errs = candidate_errors(&qkv, &layout, bs, &dense, &patterns, &mut cache)?;
+                let mut run = |q: &crate::LayerQkv, l: &vdit_patterns::CompiledLayer| {
+                    source
+                        .run_layer(q, l)
+                        .unwrap_or_else(|| crate::eval::run(q, l))
+                };
+                let dense = dense_output_with(&qkv, &layout, bs, &mut run)?;
+                let errs = candidate_errors_with(
+                    &qkv, &layout, bs, &dense, &patterns, &mut cache, &mut run,
+                )?;
                 for (w, e) in worst.iter_mut().zip(errs.errors) {
                     w.iter_mut().zip(e).for_each(|(a, b)| *a = a.max(b));
                 }
@@ -1037,8 +1044,15 @@ pub fn evaluate_plan(
                             "step {step}, layer {layer}: q/k/v shape differs from the source's"
                         )));
                     }
-                    let dense = dense_output(&qkv, &layout, bs)?;
-                    let e = candidate_errors(&qkv, &layout, bs, &dense, &per_head, &mut cache)?;
+                    let mut run = |q: &crate::LayerQkv, l: &vdit_patterns::CompiledLayer| {
+                        source
+                            .run_layer(q, l)
+                            .unwrap_or_else(|| crate::eval::run(q, l))
+                    };
+                    let dense = dense_output_with(&qkv, &layout, bs, &mut run)?;
+                    let e = candidate_errors_with(
+                        &qkv, &layout, bs, &dense, &per_head, &mut cache, &mut run,
+                    )?;
                     for (w, e) in worst.iter_mut().zip(e.errors) {
                         *w = w.max(if e[0].is_nan() { 0.0 } else { e[0] });
                     }

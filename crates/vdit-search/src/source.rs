@@ -146,6 +146,18 @@ pub trait QkvSource {
     /// mixed output it propagates is the one the search measured.
     fn use_block_size(&mut self, _block_size: usize) {}
 
+    /// Runs one layer's candidates on `qkv` where the source keeps its device work
+    /// (e.g. the thread that owns the GPU model), as
+    /// [`crate::eval::LayerRunner::run`]; `None` (the default) uses the installed runner
+    /// or the CPU path.
+    fn run_layer(
+        &mut self,
+        _qkv: &LayerQkv,
+        _layer: &vdit_patterns::CompiledLayer,
+    ) -> Option<Result<Vec<f32>, SearchError>> {
+        None
+    }
+
     /// Q/K/V of `layer` at `step` for `sample`, given the decisions made so far.
     fn qkv(
         &mut self,

@@ -61,7 +61,7 @@ impl WanRunner {
     }
 }
 
-impl ModelRunner for WanRunner {
+impl WanRunner {
     fn info(&self) -> SourceInfo {
         let c = &self.model.config;
         SourceInfo {
@@ -75,6 +75,13 @@ impl ModelRunner for WanRunner {
         }
     }
 
+    /// A search source whose workers run clones of this runner.
+    fn source(self) -> ModelSource<WanRunner> {
+        ModelSource::new(self.info(), move |_| Ok(self.clone()))
+    }
+}
+
+impl ModelRunner for WanRunner {
     fn run_to(
         &mut self,
         sample: usize,
@@ -115,7 +122,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn model_source_propagates_decisions_to_later_layers_and_steps() {
-    let mut source = ModelSource::new(WanRunner::new(1, 2));
+    let mut source = WanRunner::new(1, 2).source();
     assert!(source.propagates());
     let dense = Decided::new();
     let l1_dense = source.qkv(0, 0, 1, &dense).unwrap();
@@ -158,7 +165,7 @@ fn with_layer(_d: Decided, steps: std::ops::Range<usize>, patterns: Vec<Pattern>
 
 #[test]
 fn greedy_search_through_the_model_writes_a_valid_plan() {
-    let mut source = ModelSource::new(WanRunner::new(1, 2));
+    let mut source = WanRunner::new(1, 2).source();
     let opts = SearchOptions {
         ranges: 2,
         epsilon: 0.5,
@@ -253,10 +260,10 @@ fn paused_runs_match_replaying_the_trajectory_for_every_layer() {
     let runner = WanRunner::new(2, 3);
     let mut replay = Replay {
         runner: runner.clone(),
-        source: ModelSource::new(runner.clone()),
+        source: runner.clone().source(),
         block_size: 0,
     };
-    let mut paused = ModelSource::new(runner);
+    let mut paused = runner.source();
     let a = search(
         &mut replay,
         &opts,
@@ -300,7 +307,8 @@ fn paused_runs_match_replaying_the_trajectory_for_every_layer() {
     // Ranges of several captured steps run their later steps with the range's undecided
     // layers dense, so those runs restart for every layer; the result is still the same.
     let opts = SearchOptions { ranges: 2, ..opts };
-    let mut paused = ModelSource::new(WanRunner::new(1, 3));
+    let runner = WanRunner::new(1, 3);
+    let mut paused = runner.clone().source();
     let c = search(
         &mut paused,
         &opts,
@@ -310,8 +318,8 @@ fn paused_runs_match_replaying_the_trajectory_for_every_layer() {
     )
     .unwrap();
     let mut replay = Replay {
-        runner: WanRunner::new(1, 3),
-        source: ModelSource::new(WanRunner::new(1, 3)),
+        runner: runner.clone(),
+        source: runner.source(),
         block_size: 0,
     };
     let d = search(
@@ -328,7 +336,7 @@ fn paused_runs_match_replaying_the_trajectory_for_every_layer() {
 
 #[test]
 fn paused_runs_restart_when_asked_for_an_earlier_layer_or_other_decisions() {
-    let mut source = ModelSource::new(WanRunner::new(1, 2));
+    let mut source = WanRunner::new(1, 2).source();
     let dense = Decided::new();
     let l1 = source.qkv(0, 0, 1, &dense).unwrap();
     assert_eq!(source.runs_started(), 1);

@@ -92,11 +92,12 @@ pub struct Args {
 #[derive(Debug, clap::Args)]
 struct ModelRun {
     /// Model-driven search (greedy, mixed output propagated through the model): a
-    /// diffusers model directory (Wan2.1 for now).
+    /// diffusers model directory (Wan2.1, HunyuanVideo or CogVideoX1.5).
     #[arg(long, conflicts_with = "captures", value_name = "DIR")]
     model_dir: Option<PathBuf>,
     /// Model-driven search on a preset config with random weights (`wan2.1-t2v-1.3b`,
-    /// `wan2.1-t2v-14b`): for testing the pipeline, the plan is marked synthetic.
+    /// `wan2.1-t2v-14b`, `hunyuan-video`, `cogvideox1.5-5b`, tiny ones for tests): for
+    /// testing the pipeline, the plan is marked synthetic.
     #[arg(long, conflicts_with_all = ["captures", "model_dir"])]
     preset: Option<String>,
     /// Seed of the random weights (with --preset).
@@ -111,16 +112,23 @@ struct ModelRun {
     /// Latent size FRAMESxHEIGHTxWIDTH before patching (e.g. 21x60x104 for Wan 480p).
     #[arg(long, value_name = "FxHxW")]
     latent: Option<String>,
-    /// Text embeddings (safetensors with `encoder_hidden_states` [1, L, text_dim]); random
-    /// (seeded) embeddings of 64 tokens without it.
+    /// Text embeddings (safetensors with `encoder_hidden_states` [1, L, text_dim]) for
+    /// Wan2.1 and CogVideoX; without it, every sample gets seeded random embeddings (and,
+    /// for HunyuanVideo, a padded text mask with half the tokens valid, pooled text and
+    /// guidance 6).
     #[arg(long, value_name = "FILE")]
     text: Option<PathBuf>,
-    /// Model-driven search: steps of the flow-matching Euler schedule.
+    /// Text tokens of random embeddings [default: the model's pipeline length: Wan2.1
+    /// 512, HunyuanVideo 256, CogVideoX 226].
+    #[arg(long)]
+    text_len: Option<usize>,
+    /// Model-driven search: steps of the schedule (flow-matching Euler for Wan2.1 and
+    /// HunyuanVideo, the CogVideoX DDIM scheduler for CogVideoX).
     #[arg(long, default_value_t = 50)]
     schedule_steps: usize,
-    /// Model-driven search: flow shift of the schedule.
-    #[arg(long, default_value_t = 3.0)]
-    flow_shift: f64,
+    /// Model-driven search: flow shift of the schedule [default: Wan2.1 3, HunyuanVideo 7].
+    #[arg(long)]
+    flow_shift: Option<f64>,
     /// Model-driven search: steps whose attention is observed (comma separated)
     /// [default: one per range, in its middle].
     #[arg(long, value_delimiter = ',')]
@@ -434,65 +442,90 @@ fn parse_layout(
     Ok(vdit_patterns::VideoLayout::new(t, h, w)?.with_text(like.text, like.text_position)?)
 }
 
-/// A Wan2.1 denoiser run for the search: flow-matching Euler from seeded noise, the
-/// conditional branch only (no CFG), attention through the partial plan and the hook.
-/// Clones share the weights (the search runs each sample on its own thread).
-#[derive(Clone)]
-struct WanRunner<B: vdit_attention::SparseAttentionBackend> {
-    model: vdit_wan::WanTransformer3DModel<B>,
+/// A denoiser run for the search: the model's sampler from seeded noise, the
+/// conditional branch only (no CFG), attention through the plan and the search's hook.
+/// Built on the search's worker thread (see `vdit_search::ModelRunner`).
+struct DenoiserRunner<B: vdit_attention::SparseAttentionBackend> {
+    model: super::forward::Denoiser<B>,
+    inputs: super::forward::StepInputs<B>,
     latent: [usize; 3],
-    noise: Vec<burn::tensor::Tensor<B, 5>>,
-    text: burn::tensor::Tensor<B, 3>,
+    text_len: usize,
     schedule_steps: usize,
     flow_shift: f64,
-    capture_steps: Vec<usize>,
     device: B::Device,
-    name: String,
 }
 
-impl<B: vdit_attention::SparseAttentionBackend> vdit_search::ModelRunner for WanRunner<B> {
-    fn info(&self) -> vdit_search::SourceInfo {
-        let c = &self.model.config;
-        let [f, h, w] = self.latent;
-        vdit_search::SourceInfo {
-            model: self.name.clone(),
-            layout: self.model.layout(f, h, w).expect("checked when built"),
-            layers: c.layers,
-            heads: c.heads,
-            head_dim: c.head_dim,
-            samples: self.noise.len(),
-            steps: self.capture_steps.clone(),
+impl<B: vdit_attention::SparseAttentionBackend> DenoiserRunner<B> {
+    /// The initial latents and the inputs with latents `x` at timestep `t`.
+    fn latents(&self) -> burn::tensor::Tensor<B, 5> {
+        use super::forward::StepInputs;
+        match &self.inputs {
+            StepInputs::Wan { latents, .. } | StepInputs::CogVideoX { latents, .. } => {
+                latents.clone()
+            }
+            StepInputs::Hunyuan(h) => h.hidden_states.clone(),
         }
     }
 
+    fn at(
+        &self,
+        x: burn::tensor::Tensor<B, 5>,
+        t: burn::tensor::Tensor<B, 1>,
+    ) -> super::forward::StepInputs<B> {
+        use super::forward::StepInputs;
+        match &self.inputs {
+            StepInputs::Wan { text, .. } => StepInputs::Wan {
+                latents: x,
+                timestep: t,
+                text: text.clone(),
+            },
+            StepInputs::CogVideoX { text, .. } => StepInputs::CogVideoX {
+                latents: x,
+                timestep: t,
+                text: text.clone(),
+            },
+            StepInputs::Hunyuan(h) => {
+                let mut h = h.clone();
+                h.hidden_states = x;
+                h.timestep = t;
+                StepInputs::Hunyuan(h)
+            }
+        }
+    }
+}
+
+impl<B: vdit_attention::SparseAttentionBackend> vdit_search::ModelRunner for DenoiserRunner<B> {
     fn run_to(
         &mut self,
-        sample: usize,
+        _sample: usize,
         step: usize,
         plan: &vdit_patterns::Plan,
         hook: std::sync::Arc<dyn vdit_attention::CaptureHook>,
     ) -> Result<(), vdit_search::SearchError> {
-        use vdit_models::samplers::{FlowMatchEuler, Sampler};
-        let err = |e: vdit_models::ModelError| vdit_search::SearchError::Source(e.to_string());
-        let [f, h, w] = self.latent;
+        use vdit_models::samplers::{CogVideoXDdim, FlowMatchEuler, Sampler};
+        let err = |e: anyhow::Error| vdit_search::SearchError::Source(format!("{e:#}"));
+        let merr = |e: vdit_models::ModelError| vdit_search::SearchError::Source(e.to_string());
         let ctx = self
             .model
-            .attention_context(f, h, w, Some(plan))
+            .attention_context(self.latent, self.text_len, Some(plan))
             .map_err(err)?
             .with_capture(hook);
-        let mut sampler = FlowMatchEuler::new(self.schedule_steps, self.flow_shift);
-        let mut x = self.noise[sample].clone();
+        let mut sampler: Box<dyn Sampler<B>> = match self.model.class() {
+            vdit_models::ModelClass::CogVideoX => {
+                Box::new(CogVideoXDdim::new(self.schedule_steps).map_err(merr)?)
+            }
+            _ => Box::new(FlowMatchEuler::new(self.schedule_steps, self.flow_shift)),
+        };
+        let mut x = self.latents();
         for i in 0..=step {
-            let t = burn::tensor::Tensor::<B, 1>::from_floats(
-                [Sampler::<B>::timesteps(&sampler)[i]],
-                &self.device,
-            );
+            let t =
+                burn::tensor::Tensor::<B, 1>::from_floats([sampler.timesteps()[i]], &self.device);
             let v = self
                 .model
-                .forward(x.clone(), t, self.text.clone(), &ctx.at_step(i))
+                .step(&self.at(x.clone(), t), &ctx.at_step(i))
                 .map_err(err)?;
             if i < step {
-                x = sampler.step(v, i, x).map_err(err)?;
+                x = sampler.step(v, i, x).map_err(merr)?;
             }
         }
         Ok(())
@@ -592,7 +625,6 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
     args: Args,
     device: B::Device,
 ) -> anyhow::Result<()> {
-    use burn::tensor::{Distribution, Tensor};
     if args.model.backend != super::forward::BackendKind::Cpu {
         // Evaluate candidates with the GPU kernels too (same block tables as the CPU path).
         let dtype = vdit_models::parse_dtype(&args.model.dtype)?;
@@ -610,52 +642,47 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
         dtype: args.model.dtype.clone(),
         plan: None,
     };
-    #[allow(irrefutable_let_patterns)] // more model classes are being wired into Denoiser
-    let super::forward::Denoiser::Wan(model) =
-        super::forward::Denoiser::<B>::load(&model_args, &device)?
-    else {
-        bail!(
-            "model-driven search runs Wan2.1 models for now; for HunyuanVideo or CogVideoX, write capture files (tools/write_captures.py) and use --captures"
-        );
-    };
-    let latent_arg = args
-        .model
-        .latent
-        .as_deref()
-        .context("--latent FxHxW is required for a model-driven search")?;
-    let dims: Vec<usize> = latent_arg
-        .split('x')
-        .map(|p| p.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--latent {latent_arg:?} is not FxHxW"))?;
-    let &[f, h, w] = dims.as_slice() else {
-        bail!("--latent {latent_arg:?} is not FxHxW");
-    };
-    model.layout(f, h, w)?;
-    let c = model.config.clone();
-    let text: Tensor<B, 3> = match &args.model.text {
-        Some(p) => vdit_models::io::TensorMap::read(p)
-            .with_context(|| format!("reading {}", p.display()))?
-            .float("encoder_hidden_states", model.dtype, &device)?,
-        None => {
-            B::seed(&device, args.model.weights_seed ^ 0x7e47);
-            Tensor::random([1, 64, c.text_dim], Distribution::Normal(0.0, 1.0), &device)
-        }
-    };
-    let noise = args
-        .model
-        .seeds
-        .iter()
-        .map(|&s| {
-            B::seed(&device, s);
-            Tensor::random(
-                [1, c.in_channels, f, h, w],
-                Distribution::Normal(0.0, 1.0),
-                &device,
+    let config = super::forward::ModelConfig::resolve(&model_args)?;
+    let class = config.class();
+    let latent = super::forward::parse_latent(
+        args.model
+            .latent
+            .as_deref()
+            .context("--latent FxHxW is required for a model-driven search")?,
+    )?;
+    let text_file = match &args.model.text {
+        Some(p) => {
+            if class == vdit_models::ModelClass::HunyuanVideo {
+                bail!(
+                    "--text is not supported for HunyuanVideo (it needs a mask, pooled text and guidance): leave it out for random inputs"
+                );
+            }
+            Some(
+                vdit_models::io::TensorMap::read(p)
+                    .with_context(|| format!("reading {}", p.display()))?,
             )
-        })
-        .collect::<Vec<_>>();
-    if noise.is_empty() {
+        }
+        None => None,
+    };
+    let text_len = match &text_file {
+        Some(t) => {
+            let shape = t
+                .get("encoder_hidden_states")
+                .context("the --text file has no `encoder_hidden_states`")?
+                .shape
+                .clone();
+            *shape
+                .get(1)
+                .context("`encoder_hidden_states` must be [1, tokens, text_dim]")?
+        }
+        None => args
+            .model
+            .text_len
+            .unwrap_or(super::forward::class_defaults(class).text_len),
+    };
+    let layout = config.layout(latent, text_len)?;
+    let (layers, heads, head_dim) = config.plan_dims();
+    if args.model.seeds.is_empty() {
         bail!("--seeds needs at least one seed");
     }
     let warmup = args.warmup_steps.unwrap_or(0);
@@ -672,24 +699,70 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
     if let Some(s) = capture_steps.iter().find(|&&s| s >= total) {
         bail!("--capture-steps {s} is outside the {total}-step schedule");
     }
+    let flow_shift = args.model.flow_shift.unwrap_or(match class {
+        vdit_models::ModelClass::HunyuanVideo => 7.0,
+        _ => 3.0,
+    });
+    if class == vdit_models::ModelClass::CogVideoX && args.model.flow_shift.is_some() {
+        bail!("--flow-shift does not apply to CogVideoX (its DDIM scheduler has no shift)");
+    }
     let name = args
         .model_id
         .clone()
         .or_else(|| args.model.preset.clone())
-        .unwrap_or_else(|| "wan2.1".into());
-    let runner = WanRunner {
-        model: *model,
-        latent: [f, h, w],
-        noise,
-        text,
-        schedule_steps: total,
-        flow_shift: args.model.flow_shift,
-        capture_steps,
-        device: device.clone(),
-        name: name.clone(),
+        .unwrap_or_else(|| class.class_name().to_string());
+    let info = vdit_search::SourceInfo {
+        model: name.clone(),
+        layout,
+        layers,
+        heads,
+        head_dim,
+        samples: args.model.seeds.len(),
+        steps: capture_steps,
+    };
+    // Each sample's runner is built on its worker thread, which then does all of that
+    // sample's device work (CubeCL streams and memory pools are per thread).
+    let seeds = args.model.seeds.clone();
+    let worker_device = device.clone();
+    let make = move |sample: usize| -> Result<DenoiserRunner<B>, vdit_search::SearchError> {
+        let err = |e: anyhow::Error| vdit_search::SearchError::Source(format!("{e:#}"));
+        let device = worker_device.clone();
+        let model = super::forward::Denoiser::<B>::load(&model_args, &device).map_err(err)?;
+        let mut inputs = model
+            .random_inputs(
+                &super::forward::RandomInputs {
+                    batch: 1,
+                    latent,
+                    text_len,
+                    valid_text: super::forward::default_valid_text(text_len),
+                    timestep: 0.0,
+                    seed: seeds[sample],
+                },
+                &device,
+            )
+            .map_err(err)?;
+        if let Some(t) = &text_file {
+            let given = t
+                .float("encoder_hidden_states", model.dtype(), &device)
+                .map_err(|e| err(e.into()))?;
+            match &mut inputs {
+                super::forward::StepInputs::Wan { text, .. }
+                | super::forward::StepInputs::CogVideoX { text, .. } => *text = given,
+                super::forward::StepInputs::Hunyuan(_) => unreachable!("refused above"),
+            }
+        }
+        Ok(DenoiserRunner {
+            model,
+            inputs,
+            latent,
+            text_len,
+            schedule_steps: total,
+            flow_shift,
+            device,
+        })
     };
     let measure_device = device;
-    let mut source = vdit_search::ModelSource::new(runner);
+    let mut source = vdit_search::ModelSource::new(info, make);
     let opts = SearchOptions {
         lambda: args.lambda,
         epsilon: args.epsilon,
@@ -724,9 +797,12 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
         date: iso_date_utc(std::time::SystemTime::now()),
         tool_version: format!("cargo xtask search {}", env!("CARGO_PKG_VERSION")),
         notes: format!(
-            "model-driven greedy search (mixed output propagated), flow Euler {} steps shift {}, seeds {:?}, {} text, conditional branch only",
+            "model-driven greedy search (mixed output propagated), {} {} steps, seeds {:?}, {} text, conditional branch only",
+            match class {
+                vdit_models::ModelClass::CogVideoX => "CogVideoX DDIM".to_string(),
+                _ => format!("flow Euler shift {flow_shift}"),
+            },
             total,
-            args.model.flow_shift,
             args.model.seeds,
             if args.model.text.is_some() {
                 "given"
@@ -761,6 +837,7 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
     )?;
     let inputs = vec![format!("model run: {}", outcome.plan.provenance.weights)];
     let mut report = SearchReport::new(&outcome, inputs);
+    drop(source); // ends the model threads and frees their device memory
     if args.model.measure_attention {
         let m = measure_attention::<B>(
             &outcome.plan,
