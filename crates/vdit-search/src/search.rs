@@ -378,6 +378,49 @@ fn check_info(info: &SourceInfo) -> Result<(), SearchError> {
     Ok(())
 }
 
+/// Wall time per phase of one layer's measurement, printed to stderr when the
+/// `VDIT_SEARCH_TRACE` environment variable is set (to find where a search spends time).
+struct Trace {
+    on: bool,
+    last: Instant,
+    phases: Vec<(&'static str, f64)>,
+}
+
+impl Trace {
+    fn new() -> Self {
+        Trace {
+            on: std::env::var_os("VDIT_SEARCH_TRACE").is_some(),
+            last: Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        let dt = (now - self.last).as_secs_f64();
+        self.last = now;
+        self.add(phase, dt);
+    }
+
+    fn add(&mut self, phase: &'static str, s: f64) {
+        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, t)) => *t += s,
+            None => self.phases.push((phase, s)),
+        }
+    }
+
+    fn print(&self, what: &str) {
+        if self.on {
+            let parts: Vec<String> = self
+                .phases
+                .iter()
+                .map(|(p, t)| format!("{p} {t:.2} s"))
+                .collect();
+            eprintln!("[search trace] {what}: {}", parts.join(", "));
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Engine {
     info: SourceInfo,
@@ -474,11 +517,13 @@ impl Engine {
         // every input of this range is judged on the same stripe candidates.
         let nb = layout.total_tokens().div_ceil(bs);
         let mut mass = vec![vec![0f64; nb]; heads];
+        let mut trace = Trace::new();
         if !cfg.stripe_coverages.is_empty() {
             let mut count = 0.0;
             for sample in 0..self.info.samples {
                 for &step in &range.captured {
                     let qkv = self.fetch(source, sample, step, layer, decided)?;
+                    trace.lap("q/k/v");
                     for (acc, m) in
                         mass.iter_mut()
                             .zip(key_block_mass(&qkv, &layout, bs, cfg.mass_rows))
@@ -486,6 +531,7 @@ impl Engine {
                         acc.iter_mut().zip(m).for_each(|(a, x)| *a += x);
                     }
                     count += 1.0;
+                    trace.lap("attention mass");
                 }
             }
             mass.iter_mut().flatten().for_each(|m| *m /= count);
@@ -526,24 +572,37 @@ impl Engine {
             .map(|c| c.iter().map(|c| c.pattern.clone()).collect())
             .collect();
         let mut worst: Vec<Vec<f64>> = per_head.iter().map(|c| vec![0.0; c.len()]).collect();
+        trace.lap("candidates");
+        let mut eval_s = 0.0;
         for sample in 0..self.info.samples {
             for &step in &range.captured {
                 let qkv = self.fetch(source, sample, step, layer, decided)?;
+                trace.lap("q/k/v");
                 let mut run = |q: &crate::LayerQkv, l: &vdit_patterns::CompiledLayer| {
-                    source
+                    let t0 = Instant::now();
+                    let out = source
                         .run_layer(q, l)
-                        .unwrap_or_else(|| crate::eval::run(q, l))
+                        .unwrap_or_else(|| crate::eval::run(q, l));
+                    eval_s += t0.elapsed().as_secs_f64();
+                    out
                 };
                 let dense = dense_output_with(&qkv, &layout, bs, &mut run)?;
                 let errs = candidate_errors_with(
                     &qkv, &layout, bs, &dense, &patterns, &mut cache, &mut run,
                 )?;
+                trace.lap("errors");
                 for (w, e) in worst.iter_mut().zip(errs.errors) {
                     w.iter_mut().zip(e).for_each(|(a, b)| *a = a.max(b));
                 }
                 progress.advance(1);
             }
         }
+        trace.add("of which layer runs", eval_s);
+        trace.print(&format!(
+            "steps {:?} layer {layer}: {} candidate slots",
+            range.steps,
+            patterns.iter().map(Vec::len).max().unwrap_or(0)
+        ));
         Ok(per_head
             .into_iter()
             .zip(worst)

@@ -176,7 +176,29 @@ struct Tuning {
     mass_rows: usize,
 }
 
-struct Bar(ProgressBar);
+/// The progress bar, and whether to print progress lines instead (stderr is not a
+/// terminal — logs, the GPU machine — so the bar is invisible, and not `--quiet`).
+struct Bar(ProgressBar, bool);
+
+impl Bar {
+    fn new(bar: ProgressBar, quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        Bar(bar, !quiet && !std::io::stderr().is_terminal())
+    }
+
+    fn log_line(&self) {
+        if !self.1 {
+            return;
+        }
+        eprintln!(
+            "[search] {}: {}/{} layer-inputs after {:.1} s",
+            self.0.message(),
+            self.0.position(),
+            self.0.length().unwrap_or(0),
+            self.0.elapsed().as_secs_f64()
+        );
+    }
+}
 
 impl Progress for Bar {
     fn begin(&self, total: u64, what: &str) {
@@ -184,9 +206,11 @@ impl Progress for Bar {
         self.0.set_position(0);
         self.0.set_message(what.to_string());
         self.0.reset_eta();
+        self.log_line();
     }
     fn advance(&self, n: u64) {
         self.0.inc(n);
+        self.log_line();
     }
     fn finish(&self) {
         self.0.finish_and_clear();
@@ -332,7 +356,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             config_hash: "none".into(),
             provenance,
         },
-        &Bar(bar),
+        &Bar::new(bar, args.quiet),
     )?;
 
     let mut report = SearchReport::new(&outcome, inputs);
@@ -833,7 +857,7 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
             config_hash: "none".into(),
             provenance,
         },
-        &Bar(bar),
+        &Bar::new(bar, args.quiet),
     )?;
     let inputs = vec![format!("model run: {}", outcome.plan.provenance.weights)];
     let mut report = SearchReport::new(&outcome, inputs);
