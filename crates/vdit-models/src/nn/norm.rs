@@ -54,8 +54,13 @@ impl<B: Backend> LayerNorm32<B> {
     /// `[..., dim] -> [..., dim]`.
     pub fn forward_f32<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let x = to_f32(x);
-        let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let mut y = (x - mean) / (var + self.eps).sqrt();
+        // Centred once and scaled by 1/sqrt(var + eps) (PyTorch's rstd): one full pass
+        // less than `var_mean_bias` then `(x - mean) / std` (1.30 -> 1.09 ms at
+        // 32,760 x 1536 on an H100; results/bench/h100-2026-11-24/profile).
+        let mean = x.clone().mean_dim(D - 1);
+        let centred = x - mean;
+        let var = centred.clone().square().mean_dim(D - 1);
+        let mut y = centred * (var + self.eps).sqrt().recip();
         if let Some(w) = &self.weight {
             y = y * to_f32(w.val()).unsqueeze();
         }
