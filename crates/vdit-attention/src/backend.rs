@@ -47,9 +47,10 @@ pub struct AttentionOutput<B: Backend> {
 pub trait SparseAttentionBackend: Backend {
     /// Whether dense attention without key padding or lse goes to Burn's own
     /// `attention` (true for CPU backends). CubeCL backends say `false`: burn-cubecl 0.21's
-    /// autotuned attention also benchmarks an unfused fallback that materialises the
-    /// `L x L` scores (25.7 GB at 12 heads x 32,760 tokens in bf16), which fails at video
-    /// sizes, so dense layers run on our kernels with a full block table instead.
+    /// attention runs (without its `autotune` feature) or benchmarks (with it) an unfused
+    /// fallback that materialises the `L x L` scores (25.7 GB at 12 heads x 32,760 tokens
+    /// in bf16), which fails at video sizes, so dense layers run on our kernels with a
+    /// full block table instead.
     const BUILTIN_DENSE: bool = true;
 
     /// Runs one layer's block-sparse attention. Shapes are already checked against the
