@@ -59,6 +59,7 @@ fi
 
 if [[ $WHAT == peers || $WHAT == all ]]; then
   echo "== peers"
+  mkdir -p /tmp/kbench  # peers alone (no bench before it): --no-flex needs no masks
   timeout 170 python3 tools/kernel_peers.py /tmp/kbench $PEER_ARGS 2>&1 | tee "$OUT/peers.log"
   cp /tmp/kbench/peers.json "$OUT/" 2>/dev/null || true
 fi
