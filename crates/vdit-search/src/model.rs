@@ -431,7 +431,7 @@ impl<R: ModelRunner + 'static> ModelSource<R> {
         qkv: &LayerQkv,
         layer: &CompiledLayer,
     ) -> Result<Vec<f32>, SearchError> {
-        let key = fingerprint(qkv);
+        let key = qkv.fingerprint();
         let input = match &self.eval_input {
             Some((k, q)) if *k == key => q.clone(),
             _ => {
@@ -503,17 +503,6 @@ fn worker_loop<R: ModelRunner>(
             Err(_) => return,
         }
     }
-}
-
-/// Identity of a host q/k/v: shape, buffer addresses and a strided sample of values.
-fn fingerprint(qkv: &LayerQkv) -> Vec<u64> {
-    let mut v = vec![qkv.heads as u64, qkv.tokens as u64, qkv.head_dim as u64];
-    for x in [&qkv.q, &qkv.k, &qkv.v] {
-        v.push(x.as_ptr() as u64);
-        let stride = (x.len() / 1024).max(1);
-        v.extend(x.iter().step_by(stride).map(|f| u64::from(f.to_bits())));
-    }
-    v
 }
 
 impl<R: ModelRunner + 'static> QkvSource for ModelSource<R> {

@@ -358,6 +358,18 @@ pub fn search(
     })
 }
 
+/// Runs one layer where `source` keeps its device work ([`QkvSource::run_layer`]), else
+/// through the installed runner or the CPU path.
+fn run_layer_on(
+    source: &mut dyn QkvSource,
+    qkv: &crate::LayerQkv,
+    layer: &vdit_patterns::CompiledLayer,
+) -> Result<Vec<f32>, SearchError> {
+    source
+        .run_layer(qkv, layer)
+        .unwrap_or_else(|| crate::eval::run(qkv, layer))
+}
+
 fn check_info(info: &SourceInfo) -> Result<(), SearchError> {
     info.layout
         .validate()
@@ -580,9 +592,7 @@ impl Engine {
                 trace.lap("q/k/v");
                 let mut run = |q: &crate::LayerQkv, l: &vdit_patterns::CompiledLayer| {
                     let t0 = Instant::now();
-                    let out = source
-                        .run_layer(q, l)
-                        .unwrap_or_else(|| crate::eval::run(q, l));
+                    let out = run_layer_on(source, q, l);
                     eval_s += t0.elapsed().as_secs_f64();
                     out
                 };
@@ -1104,9 +1114,7 @@ pub fn evaluate_plan(
                         )));
                     }
                     let mut run = |q: &crate::LayerQkv, l: &vdit_patterns::CompiledLayer| {
-                        source
-                            .run_layer(q, l)
-                            .unwrap_or_else(|| crate::eval::run(q, l))
+                        run_layer_on(source, q, l)
                     };
                     let dense = dense_output_with(&qkv, &layout, bs, &mut run)?;
                     let e = candidate_errors_with(

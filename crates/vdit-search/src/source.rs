@@ -60,6 +60,19 @@ impl LayerQkv {
             v,
         })
     }
+
+    /// A cheap identity of these buffers (shape, buffer addresses and a strided sample of
+    /// 1,024 values per tensor), for caches that keep a device copy of the same q/k/v
+    /// across calls: equal fingerprints mean the same, unchanged buffers.
+    pub fn fingerprint(&self) -> Vec<u64> {
+        let mut v = vec![self.heads as u64, self.tokens as u64, self.head_dim as u64];
+        for x in [&self.q, &self.k, &self.v] {
+            v.push(x.as_ptr() as u64);
+            let stride = (x.len() / 1024).max(1);
+            v.extend(x.iter().step_by(stride).map(|f| u64::from(f.to_bits())));
+        }
+        v
+    }
 }
 
 /// The shape of what a [`QkvSource`] provides.

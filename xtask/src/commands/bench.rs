@@ -279,7 +279,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Median wall time (ms) of `f` over `repeats` runs after one warm-up, with device syncs.
-fn time_ms<B: Backend>(
+pub(crate) fn time_ms<B: Backend>(
     device: &B::Device,
     repeats: usize,
     mut f: impl FnMut() -> Result<()>,

@@ -559,31 +559,15 @@ impl<B: vdit_attention::SparseAttentionBackend> vdit_search::ModelRunner for Den
 /// Candidate evaluation on a Burn backend (the GPU kernels), in the model's dtype.
 ///
 /// A layer's candidates are evaluated slot after slot on the same q/k/v: the last upload
-/// is kept on the device and reused while the host buffers are the same (same address,
-/// length and sampled values).
+/// is kept on the device and reused while the host buffers are the same
+/// ([`vdit_search::LayerQkv::fingerprint`]).
 struct BurnLayerRunner<B: vdit_attention::SparseAttentionBackend> {
     device: B::Device,
     dtype: burn::tensor::DType,
-    uploaded: std::sync::Mutex<Option<(QkvFingerprint, UploadedQkv<B>)>>,
+    uploaded: std::sync::Mutex<Option<(Vec<u64>, UploadedQkv<B>)>>,
 }
 
 type UploadedQkv<B> = [burn::tensor::Tensor<B, 4>; 3];
-
-/// Identity of a host q/k/v: buffer addresses, length and a strided sample of values.
-#[derive(Clone, PartialEq)]
-struct QkvFingerprint(Vec<u64>);
-
-impl QkvFingerprint {
-    fn of(qkv: &vdit_search::LayerQkv) -> Self {
-        let mut v = vec![qkv.heads as u64, qkv.tokens as u64, qkv.head_dim as u64];
-        for x in [&qkv.q, &qkv.k, &qkv.v] {
-            v.push(x.as_ptr() as u64);
-            let stride = (x.len() / 1024).max(1);
-            v.extend(x.iter().step_by(stride).map(|f| f.to_bits() as u64));
-        }
-        QkvFingerprint(v)
-    }
-}
 
 impl<B: vdit_attention::SparseAttentionBackend> BurnLayerRunner<B> {
     fn new(device: B::Device, dtype: burn::tensor::DType) -> Self {
@@ -596,7 +580,7 @@ impl<B: vdit_attention::SparseAttentionBackend> BurnLayerRunner<B> {
 
     fn upload(&self, qkv: &vdit_search::LayerQkv) -> UploadedQkv<B> {
         use burn::tensor::{Tensor, TensorData};
-        let key = QkvFingerprint::of(qkv);
+        let key = qkv.fingerprint();
         let mut slot = self.uploaded.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, t)) = slot.as_ref()
             && *k == key
@@ -1014,40 +998,24 @@ fn measure_attention<B: vdit_attention::SparseAttentionBackend>(
             .cast(dtype)
     };
     let (q, k, v) = (t(), t(), t());
-    let run_layers = |layers: &mut dyn Iterator<Item = &PreparedLayer>| -> anyhow::Result<f64> {
-        let mut times = Vec::new();
-        let layers: Vec<&PreparedLayer> = layers.collect();
-        for i in 0..=repeats.max(1) {
-            B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
-            let t0 = std::time::Instant::now();
-            for layer in &layers {
-                let out = B::sparse_attention(
-                    q.clone(),
-                    k.clone(),
-                    v.clone(),
-                    layer,
-                    &Default::default(),
-                )?;
-                drop(out);
+    // One step's attention: every layer once, median over `repeats` after a warm-up.
+    let run_layers = |layers: &[&PreparedLayer]| {
+        super::bench::time_ms::<B>(device, repeats, || {
+            for layer in layers {
+                B::sparse_attention(q.clone(), k.clone(), v.clone(), layer, &Default::default())?;
             }
-            B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
-            if i > 0 {
-                times.push(t0.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        times.sort_by(f64::total_cmp);
-        Ok(times[times.len() / 2])
+            Ok(())
+        })
     };
     let layers = plan.model.layers;
-    let dense_ms = run_layers(&mut std::iter::repeat_n(&dense, layers))?;
+    let dense_ms = run_layers(&vec![&dense; layers])?;
     let (mut plan_ms, mut steps) = (0.0, 0);
     for r in &plan.ranges {
         let len = r.end - r.start;
-        let ms = run_layers(&mut (0..layers).map(|l| {
-            compiled
-                .layer(r.start, l)
-                .expect("the plan was compiled for its own layer count")
-        }))?;
+        let range_layers = (0..layers)
+            .map(|l| compiled.layer(r.start, l))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ms = run_layers(&range_layers)?;
         plan_ms += ms * len as f64;
         steps += len;
     }
