@@ -9,6 +9,7 @@
 
 use std::sync::OnceLock;
 
+use rayon::prelude::*;
 use vdit_attention::cpu::{Dims, sparse_attention};
 use vdit_patterns::{CompiledLayer, Pattern, TableCache, VideoLayout};
 
@@ -157,21 +158,29 @@ pub fn candidate_errors_with(
         }
         let layer = CompiledLayer::compile_cached(&patterns, layout, block_size, cache)?;
         let out = run_layer(qkv, &layer)?;
-        for (h, p) in patterns.iter().enumerate() {
-            if j >= candidates[h].len() || matches!(p, Pattern::Skip) {
-                continue;
+        // One head per task: each head's sum keeps its sequential order.
+        let mse: Vec<Option<f64>> = (0..h_n)
+            .into_par_iter()
+            .map(|h| {
+                if j >= candidates[h].len() || matches!(patterns[h], Pattern::Skip) {
+                    return None;
+                }
+                let range = h * per_head..(h + 1) * per_head;
+                let sum = out[range.clone()]
+                    .iter()
+                    .zip(&dense[range])
+                    .map(|(a, b)| {
+                        let e = (*a as f64) - (*b as f64);
+                        e * e
+                    })
+                    .sum::<f64>();
+                Some(sum / per_head as f64)
+            })
+            .collect();
+        for (h, m) in mse.into_iter().enumerate() {
+            if let Some(m) = m {
+                errors[h][j] = normalised(m, layer_energy);
             }
-            let range = h * per_head..(h + 1) * per_head;
-            let mse = out[range.clone()]
-                .iter()
-                .zip(&dense[range])
-                .map(|(a, b)| {
-                    let e = (*a as f64) - (*b as f64);
-                    e * e
-                })
-                .sum::<f64>()
-                / per_head as f64;
-            errors[h][j] = normalised(mse, layer_energy);
         }
     }
     Ok(LayerErrors {
