@@ -480,7 +480,7 @@ struct DenoiserRunner<B: vdit_attention::SparseAttentionBackend> {
 }
 
 impl<B: vdit_attention::SparseAttentionBackend> DenoiserRunner<B> {
-    /// The initial latents and the inputs with latents `x` at timestep `t`.
+    /// The initial latents (the sample's noise).
     fn latents(&self) -> burn::tensor::Tensor<B, 5> {
         use super::forward::StepInputs;
         match &self.inputs {
@@ -491,6 +491,7 @@ impl<B: vdit_attention::SparseAttentionBackend> DenoiserRunner<B> {
         }
     }
 
+    /// The sample's inputs with latents `x` at timestep `t`.
     fn at(
         &self,
         x: burn::tensor::Tensor<B, 5>,
