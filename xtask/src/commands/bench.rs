@@ -55,6 +55,10 @@ pub struct Args {
     /// Skip the attention suite.
     #[arg(long)]
     pub skip_attention: bool,
+    /// Attention suite: time only the dense layer of each case (what the step report
+    /// subtracts to get the non-attention time), not every pattern.
+    #[arg(long)]
+    pub attention_dense_only: bool,
     /// Denoisers whose step is timed, comma-separated: `wan` (Wan2.1-1.3B, 480p x 81
     /// frames), `hunyuan` (HunyuanVideo, 720p x 129 frames), `cogvideox`
     /// (CogVideoX1.5-5B, 1360x768 x 81 frames). Default: all three on GPU backends, `wan`
@@ -165,6 +169,11 @@ pub struct ModelRow {
     pub speedup: Option<f64>,
     /// Latent size, text tokens and what the plan is.
     pub notes: String,
+    /// Memory the device allocator had reserved after the timed steps, in GiB: the
+    /// high-water mark of its pools since the model was built (weights included; the
+    /// pools return memory only on cleanup), the same accounting as PyTorch's
+    /// `torch.cuda.max_memory_reserved`. `null` on backends without a device allocator.
+    pub peak_reserved_gib: Option<f64>,
 }
 
 /// The whole report.
@@ -304,6 +313,7 @@ fn attention_suite<B: ModelBackend>(
     dtype: DType,
     block_size: usize,
     repeats: usize,
+    dense_only: bool,
 ) -> Result<Vec<AttnRow>> {
     let mut rows = Vec::new();
     for case in cases(gpu)? {
@@ -362,6 +372,9 @@ fn attention_suite<B: ModelBackend>(
             rows.push(row);
         };
         push("dense".into(), String::new(), 1.0, dense_ms, dense_flop);
+        if dense_only {
+            continue;
+        }
         for p in patterns(&case.layout) {
             let layer = PreparedLayer::new(&vec![p.clone(); case.heads], &case.layout, block_size)?;
             let density = layer.compiled().density();
@@ -606,7 +619,7 @@ fn unix_ms() -> u128 {
 /// weights) is built, timed and dropped before the next, with
 /// `[bench-model] begin|end <key> <unix ms>` markers on stderr for memory samplers.
 #[allow(clippy::too_many_arguments)]
-fn model_suite<B: ModelBackend>(
+fn model_suite<B: ModelBackend + ReservedMemory>(
     device: &B::Device,
     models: &[StepModel],
     modes: &[StepMode],
@@ -632,7 +645,7 @@ fn model_suite<B: ModelBackend>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn model_rows<B: ModelBackend>(
+fn model_rows<B: ModelBackend + ReservedMemory>(
     device: &B::Device,
     case: &StepCase,
     modes: &[StepMode],
@@ -651,6 +664,8 @@ fn model_rows<B: ModelBackend>(
         Some(_) => "given plan",
         None => "fixed mixed pattern plan",
     };
+    // Start from empty pools so the reserved memory after the steps is this model's peak.
+    B::memory_cleanup(device);
     eprintln!("building {name} with random weights ({dtype:?}) ...");
     let t0 = Instant::now();
     let model = Denoiser::<B>::random(&case.config, 0, dtype, device)?;
@@ -701,10 +716,14 @@ fn model_rows<B: ModelBackend>(
             dense_ms = Some(ms);
         }
         eprintln!("  {name} {mode}: {ms:.1} ms (attention density {density:.3})");
+        let engine = match vdit_ops::last_linear_engine() {
+            Some(e) => format!("{e:?}"),
+            None => "none".into(),
+        };
         let notes = if mode == "plan" {
-            format!("{}; {plan_note}", case.notes)
+            format!("{}; {plan_note}; Linear: {engine}", case.notes)
         } else {
-            case.notes.clone()
+            format!("{}; Linear: {engine}", case.notes)
         };
         rows.push(ModelRow {
             model: name.to_string(),
@@ -714,9 +733,37 @@ fn model_rows<B: ModelBackend>(
             ms,
             speedup: dense_ms.map(|d| d / ms),
             notes,
+            peak_reserved_gib: B::reserved_bytes(device).map(|b| b as f64 / (1u64 << 30) as f64),
         });
     }
     Ok(rows)
+}
+
+/// The device allocator's reserved bytes, for the memory column of the step report.
+pub(crate) trait ReservedMemory: burn::tensor::backend::Backend {
+    /// Bytes reserved by the device allocator's pools (`None`: no device allocator).
+    fn reserved_bytes(_device: &Self::Device) -> Option<u64> {
+        None
+    }
+}
+
+impl ReservedMemory for burn::backend::Flex {}
+
+#[cfg(feature = "wgpu")]
+impl ReservedMemory
+    for burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>
+{
+}
+
+#[cfg(feature = "cuda")]
+impl ReservedMemory for burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8> {
+    fn reserved_bytes(device: &Self::Device) -> Option<u64> {
+        use cubecl::Runtime;
+        cubecl::cuda::CudaRuntime::client(device)
+            .memory_usage()
+            .ok()
+            .map(|u| u.bytes_reserved)
+    }
 }
 
 fn markdown(r: &Report) -> String {
@@ -756,13 +803,13 @@ fn markdown(r: &Report) -> String {
         let _ = writeln!(s, "\n## Denoiser step (random weights, batch 1)\n");
         let _ = writeln!(
             s,
-            "| model | tokens | attention | density | ms | speedup | notes |"
+            "| model | tokens | attention | density | ms | speedup | peak reserved GiB | notes |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for m in &r.model {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.3} | {:.1} | {} | {} |",
+                "| {} | {} | {} | {:.3} | {:.1} | {} | {} | {} |",
                 m.model,
                 m.tokens,
                 m.mode,
@@ -770,6 +817,9 @@ fn markdown(r: &Report) -> String {
                 m.ms,
                 m.speedup
                     .map(|x| format!("{x:.2}x"))
+                    .unwrap_or_else(|| "-".into()),
+                m.peak_reserved_gib
+                    .map(|x| format!("{x:.2}"))
                     .unwrap_or_else(|| "-".into()),
                 m.notes.replace('|', "\\|")
             );
@@ -904,6 +954,9 @@ fn git_commit() -> String {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
+    if args.calibrate && args.attention_dense_only {
+        anyhow::bail!("--calibrate needs every pattern: drop --attention-dense-only");
+    }
     let gpu = args.backend != BackendKind::Cpu;
     let dtype_name = args
         .dtype
@@ -946,7 +999,14 @@ pub fn run(args: Args) -> Result<()> {
             Vec::new()
         } else {
             eprintln!("attention suite ({backend_name}, {dtype_name}, block {block_size}) ...");
-            attention_suite::<B>(&device, gpu, dtype, block_size, args.repeats)?
+            attention_suite::<B>(
+                &device,
+                gpu,
+                dtype,
+                block_size,
+                args.repeats,
+                args.attention_dense_only,
+            )?
         };
         let model = if args.skip_model {
             Vec::new()
