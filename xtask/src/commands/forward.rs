@@ -58,6 +58,7 @@ macro_rules! with_backend {
             }
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => {
+                $crate::commands::checks::check_cuda_driver()?;
                 type $B = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
                 let $device = cubecl::cuda::CudaDevice::default();
                 $body
@@ -619,6 +620,52 @@ pub struct Args {
     pub expect: Option<PathBuf>,
 }
 
+impl ModelArgs {
+    /// The input files of the model: `config.json`, the weights index or single file
+    /// under `--model-dir`, and `--plan`; for the output checks.
+    pub fn input_files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut v = Vec::new();
+        if let Some(d) = &self.model_dir {
+            v.push(("--model-dir config.json", d.join("config.json")));
+            for name in [
+                vdit_models::safetensors_file::WEIGHTS_INDEX_NAME,
+                vdit_models::safetensors_file::WEIGHTS_NAME,
+            ] {
+                v.push(("--model-dir weights", d.join(name)));
+            }
+        }
+        if let Some(p) = &self.plan {
+            v.push(("--plan", p.clone()));
+        }
+        v
+    }
+}
+
+impl Args {
+    /// Checks, before any work, that `--out` and `--save-inputs` can be written and
+    /// overwrite no input (`--inputs`, `--expect`, the model's files, `--plan`) nor each
+    /// other.
+    pub fn check_paths(&self) -> Result<()> {
+        let mut outputs: Vec<(&str, &Path)> = Vec::new();
+        if let Some(p) = &self.out {
+            outputs.push(("--out", p));
+        }
+        if let Some(p) = &self.save_inputs {
+            outputs.push(("--save-inputs", p));
+        }
+        let model_files = self.model.input_files();
+        let mut inputs: Vec<(&str, &Path)> =
+            model_files.iter().map(|(w, p)| (*w, p.as_path())).collect();
+        if let Some(p) = &self.inputs {
+            inputs.push(("--inputs", p));
+        }
+        if let Some(p) = &self.expect {
+            inputs.push(("--expect", p));
+        }
+        super::checks::check_outputs(&outputs, &inputs)
+    }
+}
+
 /// Parses `FxHxW`.
 pub fn parse_latent(s: &str) -> Result<[usize; 3]> {
     let v: Vec<usize> = s
@@ -641,6 +688,7 @@ pub fn run(args: Args) -> Result<()> {
 /// Runs `forward` on backend `B`; returns the output written (as host data).
 pub fn run_on<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
     let t0 = Instant::now();
+    args.check_paths()?;
     let config = ModelConfig::resolve(&args.model)?;
     let class = config.class();
     let plan = args.model.plan()?;
@@ -659,6 +707,12 @@ pub fn run_on<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> Res
             bail!("--text-len must be positive");
         }
         config.layout(latent, text_len)?;
+        let batch = args.batch.max(1);
+        super::checks::check_host_elements(
+            "--latent",
+            &[batch, config.in_channels(), latent[0], latent[1], latent[2]],
+        )?;
+        super::checks::check_host_elements("--text-len", &[batch, text_len, config.text_dim()])?;
         let valid_text = args
             .valid_text
             .unwrap_or_else(|| default_valid_text(text_len));

@@ -1,0 +1,137 @@
+//! Checks every command makes on its arguments before any work: numeric limits from
+//! the machine, output paths that exist and are not inputs, GPU runtimes that load.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+/// Hardware threads of this machine (1 if unknown).
+pub fn hardware_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Configures the global rayon pool with `--threads n`: `n` must be in
+/// `1..=`[`hardware_threads`] (more threads than the machine runs at once only add
+/// overhead, and a huge count fails late, after spawning thousands of threads).
+pub fn configure_threads(threads: Option<usize>) -> Result<()> {
+    let Some(n) = threads else {
+        return Ok(());
+    };
+    let max = hardware_threads();
+    if n == 0 || n > max {
+        bail!("--threads {n}: this machine runs {max} hardware threads; give 1..={max}");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("configuring {n} worker threads: {e}"))
+}
+
+/// Steps of a denoising schedule (`--steps`, `--schedule-steps`, `--total-steps`):
+/// `1..=`[`vdit_patterns::MAX_STEPS`].
+pub fn check_steps(option: &str, steps: usize) -> Result<()> {
+    let max = vdit_patterns::MAX_STEPS;
+    if steps == 0 || steps > max {
+        bail!("{option} {steps}: give 1..={max} steps");
+    }
+    Ok(())
+}
+
+/// Checks the outputs before any work: each one's directory exists (nothing is
+/// created), none is a directory, and none is an input or another output (compared
+/// through canonical paths and inodes). `outputs` and `inputs` are `(option, path)`.
+pub fn check_outputs(outputs: &[(&str, &Path)], inputs: &[(&str, &Path)]) -> Result<()> {
+    for (what, path) in outputs {
+        vdit_patterns::check_output_path(what, path)?;
+    }
+    vdit_patterns::check_distinct(outputs, inputs)?;
+    Ok(())
+}
+
+/// Bytes of physical memory (`MemTotal` of `/proc/meminfo`), if known.
+pub fn physical_memory() -> Option<u64> {
+    let text = vdit_patterns::read_text_capped(Path::new("/proc/meminfo"), 1 << 20).ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Fails when host tensors of `elements` f32 values (`what` names them) cannot fit in
+/// this machine's physical memory: better an error naming the size now than an abort
+/// on allocation later.
+pub fn check_host_elements(what: &str, elements: &[usize]) -> Result<()> {
+    let total = elements
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .and_then(|n| n.checked_mul(4));
+    let Some(bytes) = total else {
+        bail!("{what}: {elements:?} elements overflow the address space");
+    };
+    if let Some(mem) = physical_memory()
+        && bytes as u64 > mem
+    {
+        bail!(
+            "{what}: {elements:?} f32 values need {:.1} GiB, more than this machine's {:.1} GiB of memory",
+            bytes as f64 / (1u64 << 30) as f64,
+            mem as f64 / (1u64 << 30) as f64
+        );
+    }
+    Ok(())
+}
+
+/// Fails with a typed error when the CUDA driver library cannot be loaded or reports no
+/// device, before a CubeCL client is created (which would panic on its server thread:
+/// "Unable to dynamically load the \"cuda\" shared library", then a `RecvError`). cudarc
+/// loads `libcuda` at run time; this asks for it under the same names, then initialises
+/// the driver and counts devices through cudarc's fallible API. CPU runs never call it.
+#[cfg(feature = "cuda")]
+pub fn check_cuda_driver() -> Result<()> {
+    // SAFETY: only tries `dlopen` on cudarc's candidate names and closes the handle.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        bail!(
+            "--backend cuda: the CUDA driver library (libcuda) cannot be loaded: this machine has no NVIDIA driver (use --backend cpu)"
+        );
+    }
+    cudarc::driver::result::init().map_err(|e| {
+        anyhow::anyhow!("--backend cuda: the CUDA driver failed to initialise: {e:?}")
+    })?;
+    let count = cudarc::driver::result::device::get_count()
+        .map_err(|e| anyhow::anyhow!("--backend cuda: counting CUDA devices failed: {e:?}"))?;
+    if count < 1 {
+        bail!("--backend cuda: the CUDA driver sees no device");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_counts_outside_the_machine_are_refused() {
+        let max = hardware_threads();
+        assert!(configure_threads(Some(0)).is_err());
+        let e = configure_threads(Some(max + 1)).unwrap_err().to_string();
+        assert!(e.contains(&format!("1..={max}")), "{e}");
+    }
+
+    #[test]
+    fn step_counts_are_bounded() {
+        assert!(check_steps("--steps", 50).is_ok());
+        assert!(check_steps("--steps", 0).is_err());
+        assert!(check_steps("--steps", usize::MAX).is_err());
+        assert!(check_steps("--steps", 1_000_000_000).is_err());
+    }
+
+    #[test]
+    fn host_sizes_beyond_memory_are_refused() {
+        assert!(check_host_elements("latents", &[1, 16, 4, 8, 8]).is_ok());
+        assert!(check_host_elements("latents", &[usize::MAX, 2]).is_err());
+        if physical_memory().is_some() {
+            let e = check_host_elements("latents", &[1 << 20, 1 << 20, 1 << 10])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("GiB"), "{e}");
+        }
+    }
+}
