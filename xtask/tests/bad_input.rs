@@ -455,6 +455,27 @@ fn a_plan_for_another_step_count_is_refused() {
     let err = fails_cleanly(&a50.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("4-step") && err.contains("50"), "{err}");
     assert!(!out.exists());
+    // --evaluate on captures of steps the plan does not cover.
+    let c = tmp.path().join("c.safetensors");
+    tiny_capture(&c, "m", |_| {});
+    let m = PlantedModel::tiny_wan();
+    let mut short = Plan::dense(
+        ModelInfo {
+            id: "m".into(),
+            config_hash: "none".into(),
+            layers: 1,
+            heads: m.heads,
+            head_dim: m.head_dim,
+        },
+        m.layout,
+        2,
+        wan_fixture_plan(1).provenance,
+    );
+    short.ranges[0].layers = vec![vec![Pattern::Skip; m.heads]];
+    let short_path = tmp.path().join("short.ron");
+    short.save(&short_path).unwrap();
+    let err = fails_cleanly(&["search", "--evaluate", s(&short_path), "--captures", s(&c)]);
+    assert!(err.contains("step 3") && err.contains("2-step"), "{err}");
     let a4 = args("4");
     let o = xtask(&a4.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));

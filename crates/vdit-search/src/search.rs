@@ -1115,6 +1115,12 @@ pub fn evaluate_plan(
     check_info(&info)?;
     plan.check_model(info.layers, info.heads, info.head_dim)
         .map_err(|e| SearchError::PlanMismatch(e.to_string()))?;
+    if let Some(s) = info.steps.iter().find(|&&s| s >= plan.total_steps) {
+        return Err(SearchError::PlanMismatch(format!(
+            "the inputs hold step {s} but the plan covers a {}-step schedule",
+            plan.total_steps
+        )));
+    }
     let (layout, bs) = (info.layout, plan.block_size);
     let mut cache = TableCache::new();
     let mut heads = Vec::new();

@@ -962,8 +962,8 @@ pub fn run(args: Args) -> Result<()> {
                 plan.as_ref(),
             )?
         };
-        (attention, model)
-    });
+        anyhow::Ok((attention, model))
+    })?;
     let report = Report {
         backend: backend_name,
         device: device_name.clone(),

@@ -103,6 +103,56 @@ pub fn check_cuda_driver() -> Result<()> {
     Ok(())
 }
 
+/// Runs the body of a command on a GPU backend, turning a panic of the GPU runtime into
+/// an error: CubeCL panics when the device runs out of memory, when the device is lost,
+/// and on its server thread when the runtime cannot start (the caller then sees a
+/// `RecvError`). The first panic message of any thread is kept (instead of printed) and
+/// becomes the error, which names out-of-memory when the message does. CPU runs do not
+/// go through this: a panic there is a bug to fix, not a device fault.
+#[allow(dead_code)] // used only with the `wgpu` or `cuda` feature
+pub fn gpu_guarded<T>(backend: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    use std::sync::{Arc, Mutex};
+    let first: Arc<Mutex<Option<String>>> = Arc::default();
+    let keep = first.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let mut slot = keep.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            let at = info
+                .location()
+                .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+                .unwrap_or_default();
+            *slot = Some(format!("{}{at}", panic_text(info.payload())));
+        }
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    std::panic::set_hook(previous);
+    match result {
+        Ok(r) => r,
+        Err(payload) => {
+            let message = first
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(|| panic_text(payload.as_ref()));
+            let lower = message.to_lowercase();
+            if lower.contains("out of memory") || lower.contains("outofmemory") {
+                bail!("--backend {backend}: the device ran out of memory: {message}")
+            }
+            bail!("--backend {backend}: the GPU runtime failed: {message}")
+        }
+    }
+}
+
+/// The text of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +163,27 @@ mod tests {
         assert!(configure_threads(Some(0)).is_err());
         let e = configure_threads(Some(max + 1)).unwrap_err().to_string();
         assert!(e.contains(&format!("1..={max}")), "{e}");
+    }
+
+    #[test]
+    fn gpu_runtime_panics_become_errors() {
+        let e = gpu_guarded::<()>("cuda", || panic!("Out of memory: 80 GiB requested"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ran out of memory") && e.contains("80 GiB"),
+            "{e}"
+        );
+        // A panic on another thread (the runtime's server) is the message kept.
+        let e = gpu_guarded::<()>("wgpu", || {
+            let t = std::thread::spawn(|| panic!("device lost"));
+            let _ = t.join();
+            panic!("RecvError")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("device lost"), "{e}");
+        assert_eq!(gpu_guarded("cuda", || Ok(3)).unwrap(), 3);
     }
 
     #[test]

@@ -34,8 +34,10 @@ pub enum BackendKind {
     Cuda,
 }
 
-/// Runs `$body` with `$B` bound to the backend type of `$kind` and `$device` to its
-/// default device; backends not compiled in are an error naming the feature.
+/// Runs `$body` (an `anyhow::Result`) with `$B` bound to the backend type of `$kind` and
+/// `$device` to its default device; backends not compiled in are an error naming the
+/// feature. GPU bodies run under `checks::gpu_guarded` (a runtime panic, e.g. device out
+/// of memory, becomes an error), CUDA only after `checks::check_cuda_driver`.
 macro_rules! with_backend {
     ($kind:expr, |$B:ident, $device:ident| $body:expr) => {{
         use $crate::commands::forward::BackendKind;
@@ -54,14 +56,14 @@ macro_rules! with_backend {
                     u32,
                 >;
                 let $device = burn::backend::wgpu::WgpuDevice::default();
-                $body
+                $crate::commands::checks::gpu_guarded("wgpu", || $body)
             }
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => {
                 $crate::commands::checks::check_cuda_driver()?;
                 type $B = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
                 let $device = cubecl::cuda::CudaDevice::default();
-                $body
+                $crate::commands::checks::gpu_guarded("cuda", || $body)
             }
             #[allow(unreachable_patterns)]
             other => anyhow::bail!(
