@@ -961,6 +961,8 @@ proptest! {
             ("search", "--latent"),
             ("forward", "--latent"),
             ("forward", "--batch"),
+            ("forward", "--repeat"),
+            ("bench", "--repeats"),
         ]),
     ) {
         // Every run stops right after the arguments are checked, whatever the value:
@@ -974,9 +976,10 @@ proptest! {
             "generate" => args.extend(["--preset", "wan-tiny", "--random-weights", "--random-embeddings", "--out", out, "--plan", missing, "--quiet"]),
             "search" if option.1 == "--threads" || option.1 == "--total-steps" => args.extend(["--out", missing, "--quiet"]),
             "search" => args.extend(["--preset", "wan-tiny", "--out", missing, "--quiet"]),
+            "bench" => args.extend(["--out", missing, "--skip-model", "--skip-attention"]),
             _ => args.extend(["--preset", "wan-tiny", "--random-weights", "--random-inputs"]),
         }
-        if option.1 != "--latent" && option.1 != "--frames" && option.0 != "search" {
+        if option.1 != "--latent" && option.1 != "--frames" && option.0 != "search" && option.0 != "bench" {
             args.extend(["--latent", "1x4x4"]);
         }
         if option.0 == "search" && option.1 != "--latent" && option.1 != "--threads" && option.1 != "--total-steps" {

@@ -903,6 +903,7 @@ fn git_commit() -> String {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
+    super::checks::check_repeats("--repeats", args.repeats)?;
     let gpu = args.backend != BackendKind::Cpu;
     let dtype_name = args
         .dtype

@@ -37,6 +37,18 @@ pub fn check_steps(option: &str, steps: usize) -> Result<()> {
     Ok(())
 }
 
+/// Most timed repetitions (`--repeat`, `--repeats`, `--measure-repeats`): a count
+/// beyond it would be a hang, not a measurement.
+pub const MAX_REPEATS: usize = 10_000;
+
+/// A repetition count: `1..=`[`MAX_REPEATS`].
+pub fn check_repeats(option: &str, n: usize) -> Result<()> {
+    if n == 0 || n > MAX_REPEATS {
+        bail!("{option} {n}: give 1..={MAX_REPEATS}");
+    }
+    Ok(())
+}
+
 /// Checks the outputs before any work: each one's directory exists (nothing is
 /// created), none is a directory, and none is an input or another output (compared
 /// through canonical paths and inodes). `outputs` and `inputs` are `(option, path)`.

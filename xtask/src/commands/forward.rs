@@ -690,6 +690,7 @@ pub fn run(args: Args) -> Result<()> {
 /// Runs `forward` on backend `B`; returns the output written (as host data).
 pub fn run_on<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
     let t0 = Instant::now();
+    super::checks::check_repeats("--repeat", args.repeat)?;
     args.check_paths()?;
     let config = ModelConfig::resolve(&args.model)?;
     let class = config.class();

@@ -716,6 +716,7 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
         plan: None,
     };
     super::checks::check_steps("--schedule-steps", args.model.schedule_steps)?;
+    super::checks::check_repeats("--measure-repeats", args.model.measure_repeats)?;
     let config = super::forward::ModelConfig::resolve(&model_args)?;
     let class = config.class();
     let latent = super::forward::parse_latent(
@@ -757,6 +758,11 @@ fn run_model<B: vdit_attention::SparseAttentionBackend>(
     if text_len == 0 {
         bail!("--text-len must be positive (the text has no tokens)");
     }
+    super::checks::check_host_elements(
+        "--latent",
+        &[config.in_channels(), latent[0], latent[1], latent[2]],
+    )?;
+    super::checks::check_host_elements("--text-len", &[text_len, config.text_dim()])?;
     let layout = config.layout(latent, text_len)?;
     let (layers, heads, head_dim) = config.plan_dims();
     let name_for_paths = args
