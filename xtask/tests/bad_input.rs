@@ -602,6 +602,50 @@ fn a_failed_search_keeps_the_previous_plan() {
 }
 
 #[test]
+fn a_failed_forward_writes_none_of_its_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (saved, out) = (
+        tmp.path().join("in.safetensors"),
+        tmp.path().join("out.safetensors"),
+    );
+    // The run fails after the forward (the --expect file is missing): neither the saved
+    // inputs nor the output may appear.
+    fails_cleanly(&[
+        "forward",
+        "--preset",
+        "wan-tiny",
+        "--random-weights",
+        "--random-inputs",
+        "--latent",
+        "1x4x4",
+        "--save-inputs",
+        s(&saved),
+        "--out",
+        s(&out),
+        "--expect",
+        s(&tmp.path().join("missing.safetensors")),
+    ]);
+    assert!(!saved.exists() && !out.exists());
+    let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(names.is_empty(), "temporaries left: {names:?}");
+    // --save-inputs equal to --out is refused.
+    let err = fails_cleanly(&[
+        "forward",
+        "--preset",
+        "wan-tiny",
+        "--random-weights",
+        "--random-inputs",
+        "--latent",
+        "1x4x4",
+        "--save-inputs",
+        s(&out),
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("same file"), "{err}");
+}
+
+#[test]
 fn an_output_equal_to_an_input_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let c = tmp.path().join("c.safetensors");

@@ -747,13 +747,12 @@ pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tensor
         (None, Some(r)) => model.random_inputs(r, device)?.into_tensor_map(),
         (None, None) => unreachable!("random settings exist without --inputs"),
     };
-    if let Some(p) = &args.save_inputs {
-        inputs
-            .write(p)
-            .with_context(|| format!("writing {}", p.display()))?;
-        eprintln!("wrote inputs to {}", p.display());
-    }
-    timed_runs::<B>(args, device, || {
+    // Serialised now (the inputs are consumed below), written with `--out` at the end.
+    let saved_inputs = match &args.save_inputs {
+        Some(p) => Some((p.as_path(), inputs.to_bytes(p)?)),
+        None => None,
+    };
+    timed_runs::<B>(args, device, saved_inputs, || {
         model.forward_inputs(&inputs, plan.as_ref(), device)
     })
 }
@@ -763,6 +762,7 @@ pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tensor
 fn timed_runs<B: ModelBackend>(
     args: &Args,
     device: &B::Device,
+    saved_inputs: Option<(&Path, Vec<u8>)>,
     call: impl Fn() -> Result<Tensor<B, 5>>,
 ) -> Result<TensorMap> {
     let mut output = None;
@@ -784,9 +784,25 @@ fn timed_runs<B: ModelBackend>(
         let err = rel_l2_vs_file(&map, expect)?;
         println!("relative L2 error vs {}: {err:.3e}", expect.display());
     }
-    if let Some(path) = &args.out {
-        map.write(path)
+    // Both outputs are staged and renamed together, only after the run succeeded.
+    let mut outputs = vdit_patterns::OutputSet::new();
+    if let Some((path, bytes)) = &saved_inputs {
+        outputs
+            .stage(path, bytes)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.out {
+        outputs
+            .stage(path, &map.to_bytes(path)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    outputs
+        .commit()
+        .context("renaming the outputs into place")?;
+    if let Some((path, _)) = &saved_inputs {
+        eprintln!("wrote inputs to {}", path.display());
+    }
+    if let Some(path) = &args.out {
         eprintln!("wrote {}", path.display());
     }
     Ok(map)
