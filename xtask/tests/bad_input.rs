@@ -527,6 +527,52 @@ fn a_plan_for_another_step_count_is_refused() {
 }
 
 #[test]
+fn library_pipelines_refuse_plans_for_other_step_counts() {
+    use burn::tensor::{Bool, DType};
+    use vdit_hunyuan::{
+        GenerateConfig, HunyuanConfig, HunyuanVideoTransformer3DModel, PromptEmbeds, denoise,
+    };
+    let dev = Default::default();
+    let c = HunyuanConfig::tiny();
+    let model = HunyuanVideoTransformer3DModel::<Cpu>::random(&c, 0, DType::F32, &dev).unwrap();
+    let (f, h, w, l) = (2, 8, 8, 8);
+    let mut plan = wan_fixture_plan(4);
+    plan.model.layers = c.attention_layers();
+    plan.model.heads = c.heads;
+    plan.model.head_dim = c.head_dim;
+    plan.ranges[0].layers = vec![vec![Pattern::Dense; c.heads]; c.attention_layers()];
+    let ctx = model.attention_context(f, h, w, l, Some(&plan)).unwrap();
+    let prompt = PromptEmbeds::<Cpu> {
+        prompt_embeds: Tensor::random([1, l, c.text_dim], Distribution::Default, &dev),
+        prompt_attention_mask: Tensor::<Cpu, 2, Bool>::from_data(
+            TensorData::new(vec![true; l], [1, l]),
+            &dev,
+        ),
+        pooled_prompt_embeds: Tensor::random([1, c.pooled_dim], Distribution::Default, &dev),
+    };
+    let latents = Tensor::random([1, c.in_channels, f, h, w], Distribution::Default, &dev);
+    let run = |steps| {
+        let config = GenerateConfig {
+            steps,
+            ..Default::default()
+        };
+        denoise(
+            &model,
+            latents.clone(),
+            &prompt,
+            None,
+            &config,
+            &ctx,
+            |_, _| {},
+        )
+    };
+    let e = run(2).unwrap_err().to_string();
+    assert!(e.contains("4-step") && e.contains("2 steps"), "{e}");
+    let e = run(usize::MAX).unwrap_err().to_string();
+    assert!(e.contains("1..=10000"), "{e}");
+}
+
+#[test]
 fn captures_of_different_models_are_not_merged() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (
