@@ -41,8 +41,48 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose message the
+/// previous one already contains (library errors such as `{path}: {source}` print their
+/// source themselves, so `{e:#}` would print an OS error twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut previous = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !previous.is_empty() && previous.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        previous = text;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_chain_prints_each_message_once() {
+        let os = std::io::Error::from_raw_os_error(2);
+        let os_text = os.to_string();
+        let lib = vdit_patterns::PlanError::Io {
+            path: "p.ron".into(),
+            source: os,
+        };
+        let e = anyhow::Error::new(lib).context("loading plan p.ron");
+        let text = super::error_chain(&e);
+        assert_eq!(text.matches(&os_text).count(), 1, "{text}");
+        assert!(
+            text.starts_with("loading plan p.ron: plan file p.ron: "),
+            "{text}"
+        );
     }
 }

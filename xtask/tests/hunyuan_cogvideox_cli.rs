@@ -108,7 +108,9 @@ fn plan(layers: usize, heads: usize, head_dim: usize, sparse: bool) -> Plan {
         .unwrap()
         .with_text(8, TextPosition::Suffix)
         .unwrap();
-    let mut plan = Plan::dense(model, layout, 1, provenance);
+    // Two steps: the `generate` tests run 2 steps (a plan for another schedule length
+    // is refused).
+    let mut plan = Plan::dense(model, layout, 2, provenance);
     if sparse {
         let mut first = vec![Pattern::Dense; heads];
         first[0] = Pattern::Diagonal { band: 0.1 };

@@ -200,9 +200,9 @@ pub fn attention<B: SparseAttentionBackend>(
                 .scale
                 .filter(|s| (s - default_scale).abs() > 1e-12 * default_scale);
             let output = burn::tensor::module::attention(
-                q,
-                k,
-                v,
+                q.clone(),
+                k.clone(),
+                v.clone(),
                 None,
                 None,
                 AttentionModuleOptions {
@@ -210,7 +210,40 @@ pub fn attention<B: SparseAttentionBackend>(
                     ..Default::default()
                 },
             );
-            Ok(AttentionOutput { output, lse: None })
+            Ok(AttentionOutput {
+                output: propagate_nan(output, q, k, v),
+                lse: None,
+            })
         }
     }
+}
+
+/// `output` with NaN wherever PyTorch's attention would produce NaN from a NaN in `q`, `k`
+/// or `v`: every channel of a query row whose q has a NaN, every row of a head whose k
+/// has a NaN (that key's score is NaN in every row), and every row of a channel whose v
+/// has a NaN.
+///
+/// Burn's CPU attention (burn-flex 0.21) treats a row of NaN scores like a fully masked
+/// row and returns zeros, so a NaN weight would silently become a finite, wrong output.
+/// The check is a reduction over q, k and v; the masks are built only when one of them
+/// holds a NaN.
+fn propagate_nan<B: Backend>(
+    output: Tensor<B, 4>,
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let any = q
+        .clone()
+        .contains_nan()
+        .bool_or(k.clone().contains_nan())
+        .bool_or(v.clone().contains_nan());
+    if !any.into_data().iter::<bool>().next().unwrap_or(false) {
+        return output;
+    }
+    let shape = output.dims();
+    let q_rows = q.is_nan().any_dim(3).expand(shape);
+    let k_heads = k.is_nan().any_dim(3).any_dim(2).expand(shape);
+    let v_cols = v.is_nan().any_dim(2).expand(shape);
+    output.mask_fill(q_rows.bool_or(k_heads).bool_or(v_cols), f32::NAN)
 }

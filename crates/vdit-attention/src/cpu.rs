@@ -25,7 +25,9 @@ pub struct Dims {
 
 /// Output of [`sparse_attention`]: `out` is `[batch, heads, tokens, head_dim]` and `lse`
 /// is `[batch, heads, tokens]` (natural log-sum-exp of the scaled scores; `-inf` for rows
-/// that attend nothing, whose output is zero).
+/// that attend nothing, whose output is zero). A NaN score (from a NaN in q or k) makes
+/// its whole row NaN, in `out` and `lse`, as PyTorch's attention does; a NaN in v
+/// reaches the output through the `P V` product.
 #[derive(Debug, Clone)]
 pub struct CpuOutput {
     /// Attention output.
@@ -218,10 +220,30 @@ impl FlashRows {
         // Online softmax: rescale the running sums and outputs, turn S into P in place.
         for r in 0..rows {
             let row = &mut self.scores[r * cols..(r + 1) * cols];
-            let block_max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            // NaN-propagating maximum (`f32::max` would drop a NaN score): a NaN in q, k
+            // or the scale makes the row NaN, as in PyTorch, instead of vanishing.
+            let block_max = row.iter().copied().fold(f32::NEG_INFINITY, |m, s| {
+                if m.is_nan() || s.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(s)
+                }
+            });
+            if block_max.is_nan() {
+                self.max[r] = f32::NAN;
+                self.sum[r] = f32::NAN;
+                self.acc[r * d..(r + 1) * d].fill(f32::NAN);
+                row.fill(f32::NAN);
+                continue;
+            }
             if block_max == f32::NEG_INFINITY {
                 // Every key of this block is padded for this row: no weight at all.
                 row.iter_mut().for_each(|s| *s = 0.0);
+                continue;
+            }
+            if self.max[r].is_nan() {
+                // A NaN earlier in the row stays: the row's output is NaN.
+                row.fill(f32::NAN);
                 continue;
             }
             let new_max = self.max[r].max(block_max);
@@ -271,7 +293,10 @@ impl FlashRows {
         let mut lse = Vec::with_capacity(self.max.len());
         for r in 0..self.max.len() {
             let l = self.sum[r];
-            if l > 0.0 {
+            if l.is_nan() {
+                self.acc[r * d..(r + 1) * d].fill(f32::NAN);
+                lse.push(f32::NAN);
+            } else if l > 0.0 {
                 let inv = 1.0 / l;
                 self.acc[r * d..(r + 1) * d]
                     .iter_mut()

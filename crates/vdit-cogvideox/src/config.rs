@@ -140,11 +140,46 @@ impl CogVideoXConfigJson {
         if !self.norm_elementwise_affine {
             return bad("norm_elementwise_affine = false is not supported".into());
         }
+        vdit_models::config::check_config_sizes(
+            &[
+                ("num_attention_heads", self.num_attention_heads),
+                ("attention_head_dim", self.attention_head_dim),
+                ("in_channels", self.in_channels),
+                ("out_channels", self.out_channels.unwrap_or(0)),
+                ("time_embed_dim", self.time_embed_dim),
+                ("ofs_embed_dim", self.ofs_embed_dim.unwrap_or(0)),
+                ("text_embed_dim", self.text_embed_dim),
+                ("sample_width", self.sample_width),
+                ("sample_height", self.sample_height),
+                ("sample_frames", self.sample_frames),
+                ("patch_size", self.patch_size),
+                ("patch_size_t", self.patch_size_t.unwrap_or(0)),
+                (
+                    "temporal_compression_ratio",
+                    self.temporal_compression_ratio,
+                ),
+                ("max_text_seq_length", self.max_text_seq_length),
+            ],
+            &[("num_layers", self.num_layers)],
+        )?;
         let d = self.attention_head_dim;
-        if d == 0 || !d.is_multiple_of(16) || self.num_attention_heads == 0 {
+        if self.num_attention_heads == 0 {
+            return bad("num_attention_heads must be at least 1, got 0".into());
+        }
+        if self
+            .num_attention_heads
+            .checked_mul(d)
+            .is_none_or(|x| x > vdit_models::config::MAX_CONFIG_DIM)
+        {
             return bad(format!(
-                "attention_head_dim must be a positive multiple of 16 (3D RoPE split d/4 | 3d/8 | 3d/8 in even parts), got {d} with {} heads",
-                self.num_attention_heads
+                "num_attention_heads x attention_head_dim = {} x {d} is above the limit of {}",
+                self.num_attention_heads,
+                vdit_models::config::MAX_CONFIG_DIM
+            ));
+        }
+        if d == 0 || !d.is_multiple_of(16) {
+            return bad(format!(
+                "attention_head_dim must be a positive multiple of 16 (3D RoPE split d/4 | 3d/8 | 3d/8 in even parts), got {d}"
             ));
         }
         let p = self.patch_size;

@@ -107,7 +107,8 @@ impl Guidance {
 /// with [`LatentFrames::drop_padding`]).
 ///
 /// # Errors
-/// Missing negative embeddings with guidance on, shape errors, model and sampler errors.
+/// Missing negative embeddings with guidance on, shape errors, model and sampler errors,
+/// a plan searched for another number of steps than the sampler's.
 #[allow(clippy::too_many_arguments)]
 pub fn denoise<B: ModelBackend>(
     model: &CogVideoXTransformer3DModel<B>,
@@ -143,6 +144,11 @@ pub fn denoise<B: ModelBackend>(
     let b = latents.dims()[0];
     let steps: Vec<f32> = sampler.timesteps().to_vec();
     let n = steps.len();
+    if let Some(p) = ctx.plan() {
+        p.plan()
+            .check_steps(n)
+            .map_err(|e| ModelError::Config(e.to_string()))?;
+    }
     let device = latents.device();
     for (i, &t) in steps.iter().enumerate() {
         let input = if guidance.enabled() {

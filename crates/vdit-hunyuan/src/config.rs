@@ -91,10 +91,37 @@ impl HunyuanConfigJson {
                 self.qk_norm
             ));
         }
+        vdit_models::config::check_config_sizes(
+            &[
+                ("in_channels", self.in_channels),
+                ("out_channels", self.out_channels.unwrap_or(0)),
+                ("num_attention_heads", self.num_attention_heads),
+                ("attention_head_dim", self.attention_head_dim),
+                ("patch_size", self.patch_size),
+                ("patch_size_t", self.patch_size_t),
+                ("text_embed_dim", self.text_embed_dim),
+                ("pooled_projection_dim", self.pooled_projection_dim),
+            ],
+            &[
+                ("num_layers", self.num_layers),
+                ("num_single_layers", self.num_single_layers),
+                ("num_refiner_layers", self.num_refiner_layers),
+            ],
+        )?;
         let (heads, d) = (self.num_attention_heads, self.attention_head_dim);
-        if heads == 0 || d == 0 {
+        if heads == 0 {
+            return bad("num_attention_heads must be at least 1, got 0".into());
+        }
+        if d == 0 {
+            return bad("attention_head_dim must be at least 1, got 0".into());
+        }
+        if heads
+            .checked_mul(d)
+            .is_none_or(|x| x > vdit_models::config::MAX_CONFIG_DIM)
+        {
             return bad(format!(
-                "num_attention_heads ({heads}) and attention_head_dim ({d}) must be positive"
+                "num_attention_heads x attention_head_dim = {heads} x {d} is above the limit of {}",
+                vdit_models::config::MAX_CONFIG_DIM
             ));
         }
         let axes = match self.rope_axes_dim.as_slice() {
@@ -126,9 +153,9 @@ impl HunyuanConfigJson {
                     .into(),
             );
         }
-        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) {
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_ratio <= 64.0) {
             return bad(format!(
-                "mlp_ratio must be positive, got {}",
+                "mlp_ratio must be in (0, 64], got {}",
                 self.mlp_ratio
             ));
         }

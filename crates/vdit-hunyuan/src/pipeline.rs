@@ -157,7 +157,9 @@ impl Default for GenerateConfig {
 /// called after each step.
 ///
 /// # Errors
-/// Shape mismatches (a negative prompt must have the prompt's shapes), model errors.
+/// Shape mismatches (a negative prompt must have the prompt's shapes), model errors,
+/// `steps` outside `1..=`[`vdit_patterns::MAX_STEPS`], a plan searched for another
+/// number of steps.
 pub fn denoise<B: ModelBackend>(
     model: &HunyuanVideoTransformer3DModel<B>,
     latents: Tensor<B, 5>,
@@ -182,6 +184,18 @@ pub fn denoise<B: ModelBackend>(
     let dtype = model.dtype;
     let device = latents.device();
     let b = latents.dims()[0];
+    if config.steps == 0 || config.steps > vdit_patterns::MAX_STEPS {
+        return Err(ModelError::Config(format!(
+            "steps must be in 1..={}, got {}",
+            vdit_patterns::MAX_STEPS,
+            config.steps
+        )));
+    }
+    if let Some(p) = ctx.plan() {
+        p.plan()
+            .check_steps(config.steps)
+            .map_err(|e| ModelError::Config(e.to_string()))?;
+    }
     let mut sampler = HunyuanFlowEuler::new(config.steps, config.shift);
     let timesteps = <HunyuanFlowEuler as Sampler<B>>::timesteps(&sampler).to_vec();
     // torch.tensor([g] * B, dtype=transformer_dtype) * 1000.0

@@ -12,6 +12,29 @@ use serde::de::DeserializeOwned;
 
 use crate::{ModelError, Result};
 
+/// Largest width (heads, head dim, channels, FFN and text widths, patch sizes) a config
+/// may declare: 2^20, far above any real model (Wan2.1-14B has hidden size 5,120), so
+/// that a corrupt config cannot ask for an impossible allocation.
+pub const MAX_CONFIG_DIM: usize = 1 << 20;
+
+/// Most layers a config may declare (real models have at most 60).
+pub const MAX_CONFIG_LAYERS: usize = 10_000;
+
+/// Checks config sizes: each `(key, value)` of `dims` is at most [`MAX_CONFIG_DIM`],
+/// each of `layers` at most [`MAX_CONFIG_LAYERS`]; errors name the key.
+pub fn check_config_sizes(dims: &[(&str, usize)], layers: &[(&str, usize)]) -> Result<()> {
+    for (list, max) in [(dims, MAX_CONFIG_DIM), (layers, MAX_CONFIG_LAYERS)] {
+        for (key, v) in list {
+            if *v > max {
+                return Err(ModelError::Config(format!(
+                    "{key} = {v} is above the limit of {max}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The denoiser classes this project knows, by diffusers `_class_name`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModelClass {
@@ -70,9 +93,10 @@ impl DiffusersConfig {
         Self::from_file(&dir.join("config.json"))
     }
 
-    /// Reads a config file.
+    /// Reads a config file (at most [`vdit_patterns::MAX_TEXT_BYTES`]).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+        let text = vdit_patterns::read_text_capped(path, vdit_patterns::MAX_TEXT_BYTES)
+            .map_err(|e| ModelError::io(path, e))?;
         Self::from_json_str(&text, path)
     }
 

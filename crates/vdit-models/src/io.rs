@@ -127,6 +127,13 @@ impl TensorMap {
 
     /// Writes every tensor atomically (temp file + rename) with the metadata.
     pub fn write(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes(path)?;
+        vdit_patterns::write_atomic(path, &bytes).map_err(|e| ModelError::io(path, e))
+    }
+
+    /// The safetensors file of every tensor with the metadata, as bytes (`path` is only
+    /// used in error messages), e.g. to stage it in a [`vdit_patterns::OutputSet`].
+    pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>> {
         let views: Vec<(String, DataView<'_>)> = self
             .tensors
             .iter()
@@ -140,11 +147,10 @@ impl TensorMap {
             })
             .collect::<Result<_>>()?;
         let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
-        let bytes = safetensors::serialize(views, meta).map_err(|e| ModelError::Safetensors {
+        safetensors::serialize(views, meta).map_err(|e| ModelError::Safetensors {
             path: path.to_owned(),
             message: e.to_string(),
-        })?;
-        vdit_patterns::write_atomic(path, &bytes).map_err(|e| ModelError::io(path, e))
+        })
     }
 }
 

@@ -43,6 +43,15 @@ pub struct SafetensorsFiles {
     metadata: HashMap<String, String>,
 }
 
+/// Whether `name` is one plain file name: not empty, no separator, not `.` or `..`.
+fn is_plain_file_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(n)), None) if n == std::ffi::OsStr::new(name)
+    ) && !name.contains(['/', '\\'])
+}
+
 impl SafetensorsFiles {
     /// Opens the weights of a diffusers model directory: the shard index
     /// (`diffusion_pytorch_model.safetensors.index.json`) if present, otherwise
@@ -80,18 +89,32 @@ impl SafetensorsFiles {
 
     /// Opens the shards listed by a `*.safetensors.index.json` (`weight_map`: key ->
     /// shard file name, relative to the index). Every key must be in the shard the
-    /// index names.
+    /// index names. Shard names must be plain file names (as diffusers and
+    /// `huggingface_hub` write them): a name with a directory part, `..` or an absolute
+    /// path is an error, so an index can only open files beside it.
     pub fn open_index(index: &Path) -> Result<Self> {
         #[derive(serde::Deserialize)]
         struct Index {
             weight_map: BTreeMap<String, String>,
         }
-        let text = std::fs::read_to_string(index).map_err(|e| ModelError::io(index, e))?;
+        let text = vdit_patterns::read_text_capped(index, vdit_patterns::MAX_TEXT_BYTES)
+            .map_err(|e| ModelError::io(index, e))?;
         let parsed: Index = serde_json::from_str(&text).map_err(|e| ModelError::Json {
             path: index.to_owned(),
             message: e.to_string(),
         })?;
         let dir = index.parent().unwrap_or(Path::new("."));
+        for (key, shard) in &parsed.weight_map {
+            if !is_plain_file_name(shard) {
+                return Err(ModelError::Safetensors {
+                    path: index.to_owned(),
+                    message: format!(
+                        "weight_map maps `{key}` to {shard:?}: shard files must be plain file \
+                         names inside the model directory (no directories, `..` or absolute paths)"
+                    ),
+                });
+            }
+        }
         let mut shards: Vec<&String> = parsed.weight_map.values().collect();
         shards.sort();
         shards.dedup();
@@ -143,6 +166,16 @@ impl SafetensorsFiles {
         let mut metadata = HashMap::new();
         for (i, path) in paths.iter().enumerate() {
             let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+            let meta = file.metadata().map_err(|e| ModelError::io(path, e))?;
+            if !meta.is_file() {
+                return Err(ModelError::io(
+                    path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "not a regular file (a safetensors file is expected)",
+                    ),
+                ));
+            }
             // SAFETY: the map is read-only; like every mmap-based loader we assume the
             // file is not truncated while the model loads.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;

@@ -41,7 +41,7 @@ fn flow_euler_schedules_and_steps_match_diffusers() {
     let map = fixtures();
     for (shift, steps) in [(1.0, 6), (3.0, 10), (7.0, 4)] {
         let key = format!("flow_euler.shift{shift}.steps{steps}");
-        let mut s = FlowMatchEuler::new(steps, shift);
+        let mut s = FlowMatchEuler::new(steps, shift).unwrap();
         let want_t = map.values_f32(&format!("{key}.timesteps")).unwrap();
         let want_s = map.values_f32(&format!("{key}.sigmas")).unwrap();
         assert_eq!(
@@ -59,7 +59,7 @@ fn unipc_flow_schedules_and_multistep_updates_match_diffusers() {
     let map = fixtures();
     for (shift, steps) in [(3.0, 8), (5.0, 5), (3.0, 2)] {
         let key = format!("unipc.shift{shift}.steps{steps}");
-        let mut s = UniPcFlow::<B>::new(steps, shift);
+        let mut s = UniPcFlow::<B>::new(steps, shift).unwrap();
         let want_t = map.values_f32(&format!("{key}.timesteps")).unwrap();
         let want_s = map.values_f32(&format!("{key}.sigmas")).unwrap();
         assert_eq!(s.timesteps(), want_t.as_slice(), "{key} integer timesteps");
@@ -71,7 +71,7 @@ fn unipc_flow_schedules_and_multistep_updates_match_diffusers() {
 #[test]
 fn unipc_rejects_out_of_order_steps() {
     let device = Default::default();
-    let mut s = UniPcFlow::<B>::new(4, 3.0);
+    let mut s = UniPcFlow::<B>::new(4, 3.0).unwrap();
     let x = Tensor::<B, 5>::ones([1, 1, 1, 1, 2], &device);
     let err = s.step(x.clone(), 1, x).unwrap_err();
     assert!(err.to_string().contains("expected step 0"), "{err}");

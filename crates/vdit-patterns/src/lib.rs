@@ -36,7 +36,10 @@ mod plan;
 
 pub use block::{BlockTable, SUPPORTED_BLOCK_SIZES};
 pub use error::{PatternError, PlanError};
-pub use io::write_atomic;
+pub use io::{
+    MAX_STEPS, MAX_TEXT_BYTES, OutputSet, PathError, check_distinct, check_input_file,
+    check_output_path, read_text_capped, same_file, write_atomic,
+};
 pub use layout::{TextPosition, TokenKind, VideoLayout};
 pub use order::TokenOrder;
 pub use pattern::{Pattern, PatternKind, TokenSpan};

@@ -1,6 +1,9 @@
 //! The versioned RON plan file: per timestep range x layer x head pattern decisions.
 
-use crate::{BlockTable, Pattern, PatternError, PlanError, VideoLayout, write_atomic};
+use crate::{
+    BlockTable, MAX_STEPS, MAX_TEXT_BYTES, Pattern, PatternError, PlanError, VideoLayout,
+    read_text_capped, write_atomic,
+};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -170,7 +173,7 @@ impl Plan {
 
     /// Reads and validates a plan file.
     pub fn load(path: &Path) -> Result<Self, PlanError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PlanError::Io {
+        let text = read_text_capped(path, MAX_TEXT_BYTES).map_err(|source| PlanError::Io {
             path: path.to_owned(),
             source,
         })?;
@@ -242,8 +245,11 @@ impl Plan {
                 format!("{t} is not a finite number >= 1"),
             ));
         }
-        if self.total_steps == 0 {
-            return Err(PlanError::invalid("total_steps", "must be at least 1"));
+        if self.total_steps == 0 || self.total_steps > MAX_STEPS {
+            return Err(PlanError::invalid(
+                "total_steps",
+                format!("{} is not in 1..={MAX_STEPS}", self.total_steps),
+            ));
         }
         if self.ranges.is_empty() {
             return Err(PlanError::invalid(
@@ -328,6 +334,22 @@ impl Plan {
                     format!("plan has {plan}, the model has {model}"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks that the plan was searched for a schedule of `steps` denoising steps: its
+    /// step ranges are indices into that schedule, so a plan for 4 steps applied to 50
+    /// would use its last range for steps it never saw.
+    pub fn check_steps(&self, steps: usize) -> Result<(), PlanError> {
+        if steps != self.total_steps {
+            return Err(PlanError::invalid(
+                "total_steps",
+                format!(
+                    "the plan covers a {}-step schedule, the run has {steps} steps (search a plan for {steps} steps)",
+                    self.total_steps
+                ),
+            ));
         }
         Ok(())
     }

@@ -108,6 +108,9 @@ pub enum CaptureDtype {
     Bf16,
 }
 
+/// Largest layer index + 1 a capture file may hold (real models have at most 60).
+const MAX_LAYERS: usize = 10_000;
+
 #[derive(Debug, Clone)]
 struct Slot {
     dtype: Dtype,
@@ -151,6 +154,12 @@ impl CaptureFile {
             path: path.to_owned(),
             source,
         })?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(SearchError::capture(
+                path,
+                "is not a regular file (a directory or device?); expected a safetensors file",
+            ));
+        }
         // SAFETY: the mapping is read-only; a capture file modified while a search
         // reads it yields wrong numbers, never undefined behaviour in safe code that
         // only reads bytes.
@@ -176,6 +185,15 @@ impl CaptureFile {
                     format!("unexpected tensor `{name}` (expected q/k/v.{{step}}.{{layer}})"),
                 ));
             };
+            if step >= vdit_patterns::MAX_STEPS || layer >= MAX_LAYERS {
+                return Err(SearchError::capture(
+                    path,
+                    format!(
+                        "tensor `{name}`: step must be below {} and layer below {MAX_LAYERS}",
+                        vdit_patterns::MAX_STEPS
+                    ),
+                ));
+            }
             if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
                 return Err(SearchError::capture(
                     path,
@@ -222,10 +240,33 @@ impl CaptureFile {
                 }
                 _ => {}
             }
+            let (start, end) = (
+                data_start.checked_add(info.data_offsets.0),
+                data_start.checked_add(info.data_offsets.1),
+            );
+            let bytes = h
+                .checked_mul(n)
+                .and_then(|x| x.checked_mul(d))
+                .and_then(|x| x.checked_mul(info.dtype.bitsize() / 8));
+            let (Some(start), Some(end), Some(bytes)) = (start, end, bytes) else {
+                return Err(SearchError::capture(
+                    path,
+                    format!("tensor `{name}`: offsets or size overflow"),
+                ));
+            };
+            if start > end || end > mmap.len() || end - start != bytes {
+                return Err(SearchError::capture(
+                    path,
+                    format!(
+                        "tensor `{name}`: bytes {start}..{end} do not hold its {bytes} bytes inside the {}-byte file (truncated or corrupt)",
+                        mmap.len()
+                    ),
+                ));
+            }
             found.entry((step, layer)).or_default()[which] = Some(Slot {
                 dtype: info.dtype,
-                start: data_start + info.data_offsets.0,
-                end: data_start + info.data_offsets.1,
+                start,
+                end,
             });
         }
         let Some((_, [heads, head_dim])) = shape else {
@@ -312,6 +353,21 @@ impl CaptureFile {
         let [q, k, v] = slots
             .clone()
             .map(|s| to_f32(&self.mmap[s.start..s.end], s.dtype));
+        let (tokens, d) = (self.meta.layout.total_tokens(), self.head_dim);
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+            if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+                return Err(SearchError::capture(
+                    &self.path,
+                    format!(
+                        "tensor `{name}.{step}.{layer}` holds {} at head {}, token {}, channel {}",
+                        x[i],
+                        i / (tokens * d),
+                        (i / d) % tokens,
+                        i % d
+                    ),
+                ));
+            }
+        }
         LayerQkv::new(
             self.heads,
             self.meta.layout.total_tokens(),

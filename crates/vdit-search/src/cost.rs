@@ -106,12 +106,14 @@ impl CostTable {
         Ok(table)
     }
 
-    /// Reads and validates a table file.
+    /// Reads (at most [`vdit_patterns::MAX_TEXT_BYTES`]) and validates a table file.
     pub fn load(path: &Path) -> Result<Self, SearchError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SearchError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = vdit_patterns::read_text_capped(path, vdit_patterns::MAX_TEXT_BYTES).map_err(
+            |source| SearchError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
         Self::from_ron_str(&text, &path.display().to_string())
     }
 

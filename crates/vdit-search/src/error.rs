@@ -57,6 +57,10 @@ pub enum SearchError {
     /// A plan does not fit the model or inputs it is used with.
     #[error("plan does not match the search inputs: {0}")]
     PlanMismatch(String),
+    /// An attention output or error is NaN or infinite although q, k and v are finite
+    /// (the scores overflowed f32, e.g. from huge q/k): no decision can be made on it.
+    #[error("non-finite value: {0}")]
+    NonFinite(String),
     /// A model-driven source failed to produce q/k/v.
     #[error("q/k/v source failed: {0}")]
     Source(String),
@@ -73,6 +77,15 @@ impl SearchError {
         SearchError::Option {
             option,
             reason: reason.into(),
+        }
+    }
+
+    /// The same error with `context` (e.g. `sample 0, step 2, layer 1`) in front of a
+    /// [`SearchError::NonFinite`] message; other errors are returned unchanged.
+    pub fn at(self, context: impl std::fmt::Display) -> Self {
+        match self {
+            SearchError::NonFinite(m) => SearchError::NonFinite(format!("{context}: {m}")),
+            other => other,
         }
     }
 

@@ -95,9 +95,29 @@ pub struct LayerErrors {
 /// its layer can be skipped even though its own relative error would be 100%.
 ///
 /// A layer whose dense output is exactly zero gives error 0 to candidates that are
-/// also zero and a huge error to any other.
+/// also zero and a huge error to any other. Non-finite inputs give NaN (never 0).
 pub fn normalised(mse: f64, layer_energy: f64) -> f64 {
+    if layer_energy.is_nan() {
+        return f64::NAN;
+    }
     mse / layer_energy.max(f64::MIN_POSITIVE)
+}
+
+/// Fails with [`SearchError::NonFinite`] naming the first non-finite value of a
+/// `[heads, tokens, head_dim]` buffer. q, k and v are checked finite when read, so a
+/// non-finite output means the scaled scores overflowed f32: an error of such a head
+/// would be NaN, and NaN must never read as "no error".
+fn check_finite(x: &[f32], what: &str, tokens: usize, head_dim: usize) -> Result<(), SearchError> {
+    match x.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(SearchError::NonFinite(format!(
+            "{what} is {} at head {}, token {} although q, k and v are finite: the attention \
+             scores overflow f32 (q/k values too large); rescale the captures",
+            x[i],
+            i / (tokens * head_dim).max(1),
+            (i / head_dim.max(1)) % tokens.max(1)
+        ))),
+    }
 }
 
 /// Evaluates `candidates[h]` (the candidate patterns of head `h`) on one input.
@@ -131,6 +151,7 @@ pub fn candidate_errors_with(
 ) -> Result<LayerErrors, SearchError> {
     let (h_n, n, d) = (qkv.heads, qkv.tokens, qkv.head_dim);
     let per_head = n * d;
+    check_finite(dense, "dense attention output", n, d)?;
     let head_energy: Vec<f64> = (0..h_n)
         .map(|h| {
             dense[h * per_head..(h + 1) * per_head]
@@ -158,6 +179,7 @@ pub fn candidate_errors_with(
         }
         let layer = CompiledLayer::compile_cached(&patterns, layout, block_size, cache)?;
         let out = run_layer(qkv, &layer)?;
+        check_finite(&out, &format!("candidate slot {j} output"), n, d)?;
         // One head per task: each head's sum keeps its sequential order.
         let mse: Vec<Option<f64>> = (0..h_n)
             .into_par_iter()

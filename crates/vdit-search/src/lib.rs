@@ -69,7 +69,7 @@ pub use cost::{AnalyticCost, COST_TABLE_VERSION, CostEntry, CostModel, CostTable
 pub use error::SearchError;
 pub use model::{ModelRunner, ModelSource};
 pub use planted::{Mismatch, PlantedKind, PlantedModel, Recovery};
-pub use report::{DecisionRecord, SearchReport, Totals, iso_date_utc};
+pub use report::{DecisionRecord, SearchReport, Totals, format_speedup, iso_date_utc};
 pub use search::{
     Candidate, Decision, HeadMeasure, Measured, NoProgress, PlanEvaluation, PlanMeta, Progress,
     RangeSpec, SearchOptions, SearchOutcome, decide_head, evaluate_plan, plan_ranges,

@@ -160,16 +160,33 @@ impl SearchReport {
         }
     }
 
-    /// Writes the report as pretty JSON, atomically.
-    pub fn save(&self, path: &Path) -> Result<(), SearchError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| SearchError::Io {
+    /// The report as pretty JSON (`path` only names the file in errors), e.g. to stage
+    /// it with the plan in a [`vdit_patterns::OutputSet`].
+    pub fn to_json(&self, path: &Path) -> Result<String, SearchError> {
+        serde_json::to_string_pretty(self).map_err(|e| SearchError::Io {
             path: path.to_owned(),
             source: std::io::Error::other(e),
-        })?;
+        })
+    }
+
+    /// Writes the report as pretty JSON, atomically.
+    pub fn save(&self, path: &Path) -> Result<(), SearchError> {
+        let text = self.to_json(path)?;
         write_atomic(path, text.as_bytes()).map_err(|source| SearchError::Io {
             path: path.to_owned(),
             source,
         })
+    }
+}
+
+/// A predicted speedup for people: `3.20x`, or, when the plan leaves no attention work at
+/// all (every head skipped, so the ratio is infinite or undefined), a sentence saying
+/// so instead of `infx`/`NaNx`.
+pub fn format_speedup(speedup: f64) -> String {
+    if speedup.is_finite() {
+        format!("{speedup:.2}x")
+    } else {
+        "unbounded (every head is skipped: no attention work is left)".to_string()
     }
 }
 
@@ -201,6 +218,15 @@ pub fn iso_date_utc(t: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speedups_are_formatted_without_inf() {
+        assert_eq!(format_speedup(3.204), "3.20x");
+        for s in [f64::INFINITY, f64::NAN] {
+            let text = format_speedup(s);
+            assert!(text.starts_with("unbounded"), "{text}");
+        }
+    }
 
     #[test]
     fn iso_date_matches_known_instants() {

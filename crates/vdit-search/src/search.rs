@@ -84,6 +84,19 @@ impl SearchOptions {
         if self.ranges == 0 {
             return Err(SearchError::option("ranges", "must be at least 1"));
         }
+        let max = vdit_patterns::MAX_STEPS;
+        for (option, v) in [
+            ("total-steps", self.total_steps.unwrap_or(1)),
+            ("warmup-steps", self.warmup_steps),
+            ("ranges", self.ranges),
+        ] {
+            if v > max {
+                return Err(SearchError::option(
+                    option,
+                    format!("{v} is above the limit of {max} steps"),
+                ));
+            }
+        }
         if let Some(t) = self.target_speedup
             && !(t.is_finite() && t >= 1.0)
         {
@@ -225,6 +238,13 @@ pub fn plan_ranges(
     warmup: usize,
     ranges: usize,
 ) -> Result<Vec<RangeSpec>, SearchError> {
+    let max = vdit_patterns::MAX_STEPS;
+    if total_steps > max {
+        return Err(SearchError::option(
+            "total-steps",
+            format!("{total_steps} is above the limit of {max} steps"),
+        ));
+    }
     if warmup >= total_steps {
         return Err(SearchError::option(
             "warmup-steps",
@@ -451,6 +471,12 @@ impl Engine {
         let info = source.info();
         check_info(&info)?;
         let last = *info.steps.last().expect("checked non-empty");
+        let max = vdit_patterns::MAX_STEPS;
+        if last >= max {
+            return Err(SearchError::Inconsistent(format!(
+                "the source captured step {last}, beyond the limit of {max} steps"
+            )));
+        }
         let total_steps = opts.total_steps.unwrap_or(last + 1);
         if total_steps <= last {
             return Err(SearchError::option(
@@ -596,10 +622,13 @@ impl Engine {
                     eval_s += t0.elapsed().as_secs_f64();
                     out
                 };
-                let dense = dense_output_with(&qkv, &layout, bs, &mut run)?;
+                let at =
+                    |e: SearchError| e.at(format!("sample {sample}, step {step}, layer {layer}"));
+                let dense = dense_output_with(&qkv, &layout, bs, &mut run).map_err(at)?;
                 let errs = candidate_errors_with(
                     &qkv, &layout, bs, &dense, &patterns, &mut cache, &mut run,
-                )?;
+                )
+                .map_err(at)?;
                 trace.lap("errors");
                 for (w, e) in worst.iter_mut().zip(errs.errors) {
                     w.iter_mut().zip(e).for_each(|(a, b)| *a = a.max(b));
@@ -1086,6 +1115,12 @@ pub fn evaluate_plan(
     check_info(&info)?;
     plan.check_model(info.layers, info.heads, info.head_dim)
         .map_err(|e| SearchError::PlanMismatch(e.to_string()))?;
+    if let Some(s) = info.steps.iter().find(|&&s| s >= plan.total_steps) {
+        return Err(SearchError::PlanMismatch(format!(
+            "the inputs hold step {s} but the plan covers a {}-step schedule",
+            plan.total_steps
+        )));
+    }
     let (layout, bs) = (info.layout, plan.block_size);
     let mut cache = TableCache::new();
     let mut heads = Vec::new();
@@ -1116,12 +1151,22 @@ pub fn evaluate_plan(
                     let mut run = |q: &crate::LayerQkv, l: &vdit_patterns::CompiledLayer| {
                         run_layer_on(source, q, l)
                     };
-                    let dense = dense_output_with(&qkv, &layout, bs, &mut run)?;
+                    let at = |e: SearchError| {
+                        e.at(format!("sample {sample}, step {step}, layer {layer}"))
+                    };
+                    let dense = dense_output_with(&qkv, &layout, bs, &mut run).map_err(at)?;
                     let e = candidate_errors_with(
                         &qkv, &layout, bs, &dense, &per_head, &mut cache, &mut run,
-                    )?;
-                    for (w, e) in worst.iter_mut().zip(e.errors) {
-                        *w = w.max(if e[0].is_nan() { 0.0 } else { e[0] });
+                    )
+                    .map_err(at)?;
+                    for (head, (w, e)) in worst.iter_mut().zip(e.errors).enumerate() {
+                        if !e[0].is_finite() {
+                            return Err(SearchError::NonFinite(format!(
+                                "sample {sample}, step {step}, layer {layer}, head {head}: error {}",
+                                e[0]
+                            )));
+                        }
+                        *w = w.max(e[0]);
                     }
                 }
             }

@@ -222,6 +222,13 @@ impl CaptureSource {
                     first.path().display()
                 ))
             };
+            if f.meta().model != first.meta().model {
+                return Err(mismatch(
+                    "model",
+                    format!("{:?}", first.meta().model),
+                    format!("{:?}", f.meta().model),
+                ));
+            }
             if f.meta().layout != first.meta().layout {
                 return Err(mismatch(
                     "layout",

@@ -96,7 +96,7 @@ impl ModelRunner for WanRunner {
             .attention_context(f, h, w, Some(plan))
             .map_err(err)?
             .with_capture(hook);
-        let mut sampler = FlowMatchEuler::new(self.steps, 3.0);
+        let mut sampler = FlowMatchEuler::new(self.steps, 3.0).unwrap();
         let device = Default::default();
         let mut x = self.noise[sample].clone();
         for i in 0..=step {

@@ -94,10 +94,36 @@ impl WanConfigJson {
                 ));
             }
         };
+        vdit_models::config::check_config_sizes(
+            &[
+                ("patch_size", pt.max(ph).max(pw)),
+                ("num_attention_heads", self.num_attention_heads),
+                ("attention_head_dim", self.attention_head_dim),
+                ("in_channels", self.in_channels),
+                ("out_channels", self.out_channels.unwrap_or(0)),
+                ("text_dim", self.text_dim),
+                ("freq_dim", self.freq_dim),
+                ("ffn_dim", self.ffn_dim),
+                ("rope_max_seq_len", self.rope_max_seq_len),
+            ],
+            &[("num_layers", self.num_layers)],
+        )?;
         let d = self.attention_head_dim;
-        if d < 6 || !d.is_multiple_of(2) || self.num_attention_heads == 0 {
+        if self.num_attention_heads == 0 {
+            return bad("num_attention_heads must be at least 1, got 0".into());
+        }
+        if d < 6 || !d.is_multiple_of(2) {
             return bad(format!(
-                "attention_head_dim must be even and >= 6 (3D RoPE), got {d} with {} heads",
+                "attention_head_dim must be even and >= 6 (3D RoPE), got {d}"
+            ));
+        }
+        if self
+            .num_attention_heads
+            .checked_mul(d)
+            .is_none_or(|x| x > 1 << 20)
+        {
+            return bad(format!(
+                "num_attention_heads x attention_head_dim = {} x {d} is beyond any model (at most 2^20)",
                 self.num_attention_heads
             ));
         }

@@ -198,6 +198,12 @@ impl<B: ModelBackend> WanTransformer3DModel<B> {
             )));
         }
         let [tb, l, td] = encoder_hidden_states.dims();
+        if l == 0 {
+            return Err(ModelError::Input(
+                "encoder_hidden_states has 0 text tokens: cross-attention needs at least one"
+                    .into(),
+            ));
+        }
         if tb != b || td != c.text_dim {
             return Err(ModelError::Input(format!(
                 "encoder_hidden_states is [{tb}, {l}, {td}], expected [{b}, L, {}]",

@@ -957,6 +957,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.calibrate && args.attention_dense_only {
         anyhow::bail!("--calibrate needs every pattern: drop --attention-dense-only");
     }
+    super::checks::check_repeats("--repeats", args.repeats)?;
     let gpu = args.backend != BackendKind::Cpu;
     let dtype_name = args
         .dtype
@@ -1023,8 +1024,8 @@ pub fn run(args: Args) -> Result<()> {
                 plan.as_ref(),
             )?
         };
-        (attention, model)
-    });
+        anyhow::Ok((attention, model))
+    })?;
     let report = Report {
         backend: backend_name,
         device: device_name.clone(),

@@ -35,8 +35,10 @@ pub enum BackendKind {
     Cuda,
 }
 
-/// Runs `$body` with `$B` bound to the backend type of `$kind` and `$device` to its
-/// default device; backends not compiled in are an error naming the feature.
+/// Runs `$body` (an `anyhow::Result`) with `$B` bound to the backend type of `$kind` and
+/// `$device` to its default device; backends not compiled in are an error naming the
+/// feature. GPU bodies run under `checks::gpu_guarded` (a runtime panic, e.g. device out
+/// of memory, becomes an error), CUDA only after `checks::check_cuda_driver`.
 macro_rules! with_backend {
     ($kind:expr, |$B:ident, $device:ident| $body:expr) => {{
         use $crate::commands::forward::BackendKind;
@@ -55,13 +57,14 @@ macro_rules! with_backend {
                     u32,
                 >;
                 let $device = burn::backend::wgpu::WgpuDevice::default();
-                $body
+                $crate::commands::checks::gpu_guarded("wgpu", || $body)
             }
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => {
+                $crate::commands::checks::check_cuda_driver()?;
                 type $B = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
                 let $device = cubecl::cuda::CudaDevice::default();
-                $body
+                $crate::commands::checks::gpu_guarded("cuda", || $body)
             }
             #[allow(unreachable_patterns)]
             other => anyhow::bail!(
@@ -620,6 +623,52 @@ pub struct Args {
     pub expect: Option<PathBuf>,
 }
 
+impl ModelArgs {
+    /// The input files of the model: `config.json`, the weights index or single file
+    /// under `--model-dir`, and `--plan`; for the output checks.
+    pub fn input_files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut v = Vec::new();
+        if let Some(d) = &self.model_dir {
+            v.push(("--model-dir config.json", d.join("config.json")));
+            for name in [
+                vdit_models::safetensors_file::WEIGHTS_INDEX_NAME,
+                vdit_models::safetensors_file::WEIGHTS_NAME,
+            ] {
+                v.push(("--model-dir weights", d.join(name)));
+            }
+        }
+        if let Some(p) = &self.plan {
+            v.push(("--plan", p.clone()));
+        }
+        v
+    }
+}
+
+impl Args {
+    /// Checks, before any work, that `--out` and `--save-inputs` can be written and
+    /// overwrite no input (`--inputs`, `--expect`, the model's files, `--plan`) nor each
+    /// other.
+    pub fn check_paths(&self) -> Result<()> {
+        let mut outputs: Vec<(&str, &Path)> = Vec::new();
+        if let Some(p) = &self.out {
+            outputs.push(("--out", p));
+        }
+        if let Some(p) = &self.save_inputs {
+            outputs.push(("--save-inputs", p));
+        }
+        let model_files = self.model.input_files();
+        let mut inputs: Vec<(&str, &Path)> =
+            model_files.iter().map(|(w, p)| (*w, p.as_path())).collect();
+        if let Some(p) = &self.inputs {
+            inputs.push(("--inputs", p));
+        }
+        if let Some(p) = &self.expect {
+            inputs.push(("--expect", p));
+        }
+        super::checks::check_outputs(&outputs, &inputs)
+    }
+}
+
 /// Parses `FxHxW`.
 pub fn parse_latent(s: &str) -> Result<[usize; 3]> {
     let v: Vec<usize> = s
@@ -642,6 +691,8 @@ pub fn run(args: Args) -> Result<()> {
 /// Runs `forward` on backend `B`; returns the output written (as host data).
 pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
     let t0 = Instant::now();
+    super::checks::check_repeats("--repeat", args.repeat)?;
+    args.check_paths()?;
     let config = ModelConfig::resolve(&args.model)?;
     let class = config.class();
     let plan = args.model.plan()?;
@@ -660,6 +711,12 @@ pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tensor
             bail!("--text-len must be positive");
         }
         config.layout(latent, text_len)?;
+        let batch = args.batch.max(1);
+        super::checks::check_host_elements(
+            "--latent",
+            &[batch, config.in_channels(), latent[0], latent[1], latent[2]],
+        )?;
+        super::checks::check_host_elements("--text-len", &[batch, text_len, config.text_dim()])?;
         let valid_text = args
             .valid_text
             .unwrap_or_else(|| default_valid_text(text_len));
@@ -690,13 +747,12 @@ pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tensor
         (None, Some(r)) => model.random_inputs(r, device)?.into_tensor_map(),
         (None, None) => unreachable!("random settings exist without --inputs"),
     };
-    if let Some(p) = &args.save_inputs {
-        inputs
-            .write(p)
-            .with_context(|| format!("writing {}", p.display()))?;
-        eprintln!("wrote inputs to {}", p.display());
-    }
-    timed_runs::<B>(args, device, || {
+    // Serialised now (the inputs are consumed below), written with `--out` at the end.
+    let saved_inputs = match &args.save_inputs {
+        Some(p) => Some((p.as_path(), inputs.to_bytes(p)?)),
+        None => None,
+    };
+    timed_runs::<B>(args, device, saved_inputs, || {
         model.forward_inputs(&inputs, plan.as_ref(), device)
     })
 }
@@ -706,6 +762,7 @@ pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tensor
 fn timed_runs<B: ModelBackend>(
     args: &Args,
     device: &B::Device,
+    saved_inputs: Option<(&Path, Vec<u8>)>,
     call: impl Fn() -> Result<Tensor<B, 5>>,
 ) -> Result<TensorMap> {
     let mut output = None;
@@ -727,9 +784,25 @@ fn timed_runs<B: ModelBackend>(
         let err = rel_l2_vs_file(&map, expect)?;
         println!("relative L2 error vs {}: {err:.3e}", expect.display());
     }
-    if let Some(path) = &args.out {
-        map.write(path)
+    // Both outputs are staged and renamed together, only after the run succeeded.
+    let mut outputs = vdit_patterns::OutputSet::new();
+    if let Some((path, bytes)) = &saved_inputs {
+        outputs
+            .stage(path, bytes)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.out {
+        outputs
+            .stage(path, &map.to_bytes(path)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    outputs
+        .commit()
+        .context("renaming the outputs into place")?;
+    if let Some((path, _)) = &saved_inputs {
+        eprintln!("wrote inputs to {}", path.display());
+    }
+    if let Some(path) = &args.out {
         eprintln!("wrote {}", path.display());
     }
     Ok(map)

@@ -149,6 +149,25 @@ pub struct Args {
 }
 
 impl Args {
+    /// Checks, before any work, that `--out` can be written and overwrites no input
+    /// (`--embeddings`, `--initial-latents`, `--sampler-noise`, the model's files,
+    /// `--plan`).
+    pub fn check_paths(&self) -> Result<()> {
+        let model_files = self.model.input_files();
+        let mut inputs: Vec<(&str, &std::path::Path)> =
+            model_files.iter().map(|(w, p)| (*w, p.as_path())).collect();
+        for (what, p) in [
+            ("--embeddings", &self.embeddings),
+            ("--initial-latents", &self.initial_latents),
+            ("--sampler-noise", &self.sampler_noise),
+        ] {
+            if let Some(p) = p {
+                inputs.push((what, p));
+            }
+        }
+        super::checks::check_outputs(&[("--out", self.out.as_path())], &inputs)
+    }
+
     /// Latent `[frames, height, width]` of model class `class` (VAE strides 4 / 8 / 8;
     /// CogVideoX: before padding).
     pub fn latent_size(&self, class: ModelClass) -> Result<[usize; 3]> {
@@ -188,9 +207,7 @@ impl Settings {
     fn new(args: &Args, config: &ModelConfig) -> Result<Self> {
         let class = config.class();
         let name = class.class_name();
-        if args.steps == 0 {
-            bail!("--steps must be positive");
-        }
+        super::checks::check_steps("--steps", args.steps)?;
         let sampler = match (class, args.sampler) {
             (ModelClass::Wan, None) => SamplerKind::Unipc,
             (ModelClass::HunyuanVideo, None) => SamplerKind::Euler,
@@ -252,6 +269,13 @@ impl Settings {
             _ => latent[0],
         };
         config.layout([padded, latent[1], latent[2]], 1)?;
+        super::checks::check_host_elements(
+            "latents",
+            &[config.in_channels(), padded, latent[1], latent[2]],
+        )?;
+        if let Some(len) = args.text_len {
+            super::checks::check_host_elements("--text-len", &[len, config.text_dim()])?;
+        }
         Ok(Settings {
             class,
             latent,
@@ -379,11 +403,22 @@ fn progress(quiet: bool, steps: usize) -> ProgressBar {
 
 /// The denoising loop on backend `B`; returns the latents file written.
 pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
+    args.check_paths()?;
     let config = ModelConfig::resolve(&args.model)?;
     let settings = Settings::new(args, &config)?;
     let plan = args.model.plan()?;
     if let Some(p) = &plan {
         config.check_plan(p)?;
+        p.check_steps(args.steps).with_context(|| {
+            format!(
+                "--plan {} with --steps {}",
+                args.model
+                    .plan
+                    .as_ref()
+                    .map_or(String::new(), |p| p.display().to_string()),
+                args.steps
+            )
+        })?;
     }
     let emb = match &args.embeddings {
         Some(p) => TensorMap::read(p).with_context(|| format!("reading {}", p.display()))?,
@@ -468,8 +503,8 @@ fn generate_wan<B: ModelBackend>(
     let ctx = model.attention_context(f, h, w, plan)?;
     let shift = s.shift.unwrap_or(3.0);
     let mut sampler: Box<dyn Sampler<B>> = match s.sampler {
-        SamplerKind::Unipc => Box::new(UniPcFlow::<B>::new(args.steps, shift)),
-        _ => Box::new(FlowMatchEuler::new(args.steps, shift)),
+        SamplerKind::Unipc => Box::new(UniPcFlow::<B>::new(args.steps, shift)?),
+        _ => Box::new(FlowMatchEuler::new(args.steps, shift)?),
     };
     let timesteps = sampler.timesteps().to_vec();
     let shape = [batch, model.config.in_channels, f, h, w];

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its `Args` and `run`.
 
 pub mod bench;
+pub mod checks;
 pub mod fixtures;
 pub mod forward;
 pub mod generate;

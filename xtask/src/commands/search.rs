@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use vdit_search::{
     AnalyticCost, CandidateConfig, CaptureSource, CostModel, CostTable, PlanMeta, PlantedModel,
-    Progress, QkvSource, SearchOptions, SearchReport, iso_date_utc, predict_speedup, search,
+    Progress, QkvSource, SearchOptions, SearchReport, format_speedup, iso_date_utc,
+    predict_speedup, search,
 };
 
 /// Arguments of `cargo xtask search`.
@@ -219,11 +220,9 @@ impl Progress for Bar {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("configuring worker threads")?;
+    super::checks::configure_threads(args.threads)?;
+    if let Some(t) = args.total_steps {
+        super::checks::check_steps("--total-steps", t)?;
     }
     if args.model.model_dir.is_some() || args.model.preset.is_some() {
         return super::forward::with_backend!(args.model.backend, |B, device| run_model::<B>(
@@ -252,13 +251,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         candidates: CandidateConfig::default(),
     };
     let c = &mut opts.candidates;
-    if let Some(b) = args.tuning.diagonal_bands {
+    if let Some(b) = args.tuning.diagonal_bands.clone() {
         c.diagonal_bands = b;
     }
-    if let Some(b) = args.tuning.multi_spatial_bands {
+    if let Some(b) = args.tuning.multi_spatial_bands.clone() {
         c.multi_spatial_bands = b;
     }
-    if let Some(s) = args.tuning.stripe_coverages {
+    if let Some(s) = args.tuning.stripe_coverages.clone() {
         c.stripe_coverages = s;
     }
     c.skip = !args.tuning.no_skip;
@@ -283,6 +282,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("--analytic-tflops must be > 0 and --launch-us >= 0");
     }
+
+    let (out, report_path) = output_paths(&args, &embedded_or_capture_name(&args, &planted))?;
+    let mut inputs_checked: Vec<(&str, &std::path::Path)> = args
+        .captures
+        .iter()
+        .map(|p| ("--captures", p.as_path()))
+        .collect();
+    if let Some(t) = &args.tuning.cost_table {
+        inputs_checked.push(("--cost-table", t.as_path()));
+    }
+    super::checks::check_outputs(
+        &[
+            ("--out", out.as_path()),
+            ("--report", report_path.as_path()),
+        ],
+        &inputs_checked,
+    )?;
 
     let mut captures;
     let mut planted_source;
@@ -384,31 +400,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
-    let slug: String = model_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let out = args.out.unwrap_or_else(|| {
-        super::project_root()
-            .join("results/search")
-            .join(format!("{slug}.plan.ron"))
-    });
-    let report_path = args
-        .report
-        .unwrap_or_else(|| out.with_extension("").with_extension("report.json"));
-    for p in [&out, &report_path] {
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-    }
-    outcome.plan.save(&out)?;
-    report.save(&report_path)?;
+    write_outputs(&outcome.plan, &report, &out, &report_path)?;
 
     let t = &report.totals;
     println!(
@@ -418,18 +410,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report_path.display()
     );
     println!(
-        "epsilon {:.4}, lambda {}: attention density {:.3}, predicted attention speedup {:.2}x ({}), search {:.1} s",
+        "epsilon {:.4}, lambda {}: attention density {:.3}, predicted attention speedup {} ({}), search {:.1} s",
         outcome.epsilon,
         opts.lambda,
         t.attention_density,
-        t.predicted_speedup,
+        format_speedup(t.predicted_speedup),
         report.cost_model.device,
         t.search_wall_time_s
     );
     if let Some((l, s)) = predicted_at {
         println!(
-            "the same plan at {}x{}x{} (+{} text): predicted attention speedup {s:.2}x",
-            l.frames, l.height, l.width, l.text
+            "the same plan at {}x{}x{} (+{} text): predicted attention speedup {}",
+            l.frames,
+            l.height,
+            l.width,
+            l.text,
+            format_speedup(s)
         );
     }
     let counts: Vec<String> = t
@@ -448,6 +444,74 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The model name the embedded or capture search will store (for the default output
+/// name), read before the search so that the outputs can be checked first.
+fn embedded_or_capture_name(args: &Args, planted: &PlantedModel) -> String {
+    if let Some(id) = &args.model_id {
+        return id.clone();
+    }
+    if args.captures.is_empty() {
+        return planted.info().model;
+    }
+    // The search fails later with the capture's own error if this file is unreadable.
+    vdit_search::CaptureFile::open(&args.captures[0])
+        .map(|f| f.meta().model.clone())
+        .unwrap_or_else(|_| "capture".into())
+}
+
+/// `--out` and `--report`, or their defaults: `results/search/<model>.plan.ron` in the
+/// project (that folder is created; a folder given on the command line never is) and
+/// the plan's name with `.report.json`.
+fn output_paths(args: &Args, model: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let slug: String = model
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let out = match &args.out {
+        Some(p) => p.clone(),
+        None => {
+            let dir = super::project_root().join("results/search");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.join(format!("{slug}.plan.ron"))
+        }
+    };
+    let report = args
+        .report
+        .clone()
+        .unwrap_or_else(|| out.with_extension("").with_extension("report.json"));
+    Ok((out, report))
+}
+
+/// Writes the plan and its report together: both are staged as temporaries first and
+/// renamed only when both were written, so a failure leaves any previous plan intact.
+fn write_outputs(
+    plan: &vdit_patterns::Plan,
+    report: &SearchReport,
+    out: &std::path::Path,
+    report_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let plan_text = plan.to_ron_string()?;
+    let report_text = report.to_json(report_path)?;
+    let mut set = vdit_patterns::OutputSet::new();
+    set.stage(out, plan_text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    set.stage(report_path, report_text.as_bytes())
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    set.commit().with_context(|| {
+        format!(
+            "renaming {} and {} into place",
+            out.display(),
+            report_path.display()
+        )
+    })
 }
 
 /// Parses `TxHxW` into a layout with the text of `like` (same text count and position).
@@ -539,7 +603,7 @@ impl<B: vdit_models::ModelBackend> vdit_search::ModelRunner for DenoiserRunner<B
             vdit_models::ModelClass::CogVideoX => {
                 Box::new(CogVideoXDdim::new(self.schedule_steps).map_err(merr)?)
             }
-            _ => Box::new(FlowMatchEuler::new(self.schedule_steps, self.flow_shift)),
+            _ => Box::new(FlowMatchEuler::new(self.schedule_steps, self.flow_shift).map_err(merr)?),
         };
         let mut x = self.latents();
         for i in 0..=step {
@@ -648,6 +712,8 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
         dtype: args.model.dtype.clone(),
         plan: None,
     };
+    super::checks::check_steps("--schedule-steps", args.model.schedule_steps)?;
+    super::checks::check_repeats("--measure-repeats", args.model.measure_repeats)?;
     let config = super::forward::ModelConfig::resolve(&model_args)?;
     let class = config.class();
     let latent = super::forward::parse_latent(
@@ -686,8 +752,42 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
             .text_len
             .unwrap_or(super::forward::class_defaults(class).text_len),
     };
+    if text_len == 0 {
+        bail!("--text-len must be positive (the text has no tokens)");
+    }
+    super::checks::check_host_elements(
+        "--latent",
+        &[config.in_channels(), latent[0], latent[1], latent[2]],
+    )?;
+    super::checks::check_host_elements("--text-len", &[text_len, config.text_dim()])?;
     let layout = config.layout(latent, text_len)?;
     let (layers, heads, head_dim) = config.plan_dims();
+    let name_for_paths = args
+        .model_id
+        .clone()
+        .or_else(|| args.model.preset.clone())
+        .unwrap_or_else(|| class.class_name().to_string());
+    let (out, report_path) = output_paths(&args, &name_for_paths)?;
+    {
+        let config_json = args.model.model_dir.as_ref().map(|d| d.join("config.json"));
+        let mut inputs: Vec<(&str, &std::path::Path)> = Vec::new();
+        if let Some(t) = &args.model.text {
+            inputs.push(("--text", t));
+        }
+        if let Some(t) = &args.tuning.cost_table {
+            inputs.push(("--cost-table", t));
+        }
+        if let Some(c) = &config_json {
+            inputs.push(("--model-dir config.json", c));
+        }
+        super::checks::check_outputs(
+            &[
+                ("--out", out.as_path()),
+                ("--report", report_path.as_path()),
+            ],
+            &inputs,
+        )?;
+    }
     if args.model.seeds.is_empty() {
         bail!("--seeds needs at least one seed");
     }
@@ -852,50 +952,25 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
             args.model.measure_repeats,
         )?;
         println!(
-            "measured attention per step: dense {:.1} ms, plan {:.1} ms: {:.2}x (predicted {:.2}x)",
+            "measured attention per step: dense {:.1} ms, plan {:.1} ms: {} (predicted {})",
             m.dense_ms,
             m.plan_ms,
-            m.dense_ms / m.plan_ms,
-            outcome.predicted_speedup
+            format_speedup(m.dense_ms / m.plan_ms),
+            format_speedup(outcome.predicted_speedup)
         );
         report
             .extra
             .insert("measured_attention".into(), serde_json::to_value(&m)?);
     }
-    let slug: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let out = args.out.clone().unwrap_or_else(|| {
-        super::project_root()
-            .join("results/search")
-            .join(format!("{slug}.plan.ron"))
-    });
-    let report_path = args
-        .report
-        .clone()
-        .unwrap_or_else(|| out.with_extension("").with_extension("report.json"));
-    for p in [&out, &report_path] {
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-    }
-    outcome.plan.save(&out)?;
-    report.save(&report_path)?;
+    write_outputs(&outcome.plan, &report, &out, &report_path)?;
     let t = &report.totals;
     println!("plan: {}, report: {}", out.display(), report_path.display());
     println!(
-        "epsilon {:.4}, lambda {}: attention density {:.3}, predicted attention speedup {:.2}x ({}), search {:.1} s",
+        "epsilon {:.4}, lambda {}: attention density {:.3}, predicted attention speedup {} ({}), search {:.1} s",
         outcome.epsilon,
         opts.lambda,
         t.attention_density,
-        t.predicted_speedup,
+        format_speedup(t.predicted_speedup),
         report.cost_model.device,
         t.search_wall_time_s
     );
@@ -910,6 +985,14 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
 
 /// `--evaluate PLAN --captures ...`: the plan's per-head error on the captures.
 fn evaluate(args: &Args, plan_path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(r) = &args.report {
+        let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--evaluate", plan_path)];
+        inputs.extend(args.captures.iter().map(|p| ("--captures", p.as_path())));
+        if let Some(t) = &args.tuning.cost_table {
+            inputs.push(("--cost-table", t.as_path()));
+        }
+        super::checks::check_outputs(&[("--report", r.as_path())], &inputs)?;
+    }
     let plan = vdit_patterns::Plan::load(plan_path)
         .with_context(|| format!("loading plan {}", plan_path.display()))?;
     let mut source = CaptureSource::open(&args.captures)?;
@@ -928,18 +1011,25 @@ fn evaluate(args: &Args, plan_path: &std::path::Path) -> anyhow::Result<()> {
             serde_json::json!({"step_start": s, "layer": l, "head": h, "pattern": k.name(), "error": e})
         })
         .collect();
-    let worst = eval.heads.iter().map(|h| h.4).fold(0.0, f64::max);
+    // NaN-propagating maximum: an error that is not a number must not read as 0.
+    let worst = eval.heads.iter().map(|h| h.4).fold(0.0, |m: f64, e| {
+        if m.is_nan() || e.is_nan() {
+            f64::NAN
+        } else {
+            m.max(e)
+        }
+    });
     let over = eval
         .heads
         .iter()
         .filter(|h| h.4 > plan.search.epsilon)
         .count();
     println!(
-        "plan {}: {} heads evaluated, worst error {worst:.3e}, {over} above the plan's epsilon {}, predicted speedup {:.2}x at {}x{}x{}",
+        "plan {}: {} heads evaluated, worst error {worst:.3e}, {over} above the plan's epsilon {}, predicted speedup {} at {}x{}x{}",
         plan_path.display(),
         eval.heads.len(),
         plan.search.epsilon,
-        eval.predicted_speedup,
+        format_speedup(eval.predicted_speedup),
         plan.layout.frames,
         plan.layout.height,
         plan.layout.width

@@ -121,7 +121,13 @@ pub(crate) fn alphas_cumprod(c: &CogVideoXScheduleConfig) -> Vec<f64> {
 impl CogVideoXSchedule {
     pub fn new(c: &CogVideoXScheduleConfig, steps: usize) -> Result<Self> {
         let t = c.num_train_timesteps;
-        if steps == 0 || steps > t || t == 0 {
+        if t == 0 || t > vdit_patterns::MAX_STEPS {
+            return Err(ModelError::Config(format!(
+                "num_train_timesteps must be in 1..={}, got {t}",
+                vdit_patterns::MAX_STEPS
+            )));
+        }
+        if steps == 0 || steps > t {
             return Err(ModelError::Config(format!(
                 "num_inference_steps must be in 1..={t}, got {steps}"
             )));

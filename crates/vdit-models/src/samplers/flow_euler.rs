@@ -24,12 +24,17 @@ pub struct FlowMatchEuler {
 
 impl FlowMatchEuler {
     /// The schedule for `steps` steps with `shift`, `num_train_timesteps = 1000`.
-    pub fn new(steps: usize, shift: f64) -> Self {
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] when `steps` is 0 or above [`vdit_patterns::MAX_STEPS`] or
+    /// `shift` is not a finite positive number.
+    pub fn new(steps: usize, shift: f64) -> Result<Self> {
         Self::with_train_timesteps(steps, shift, 1000)
     }
 
     /// As [`FlowMatchEuler::new`] with another `num_train_timesteps`.
-    pub fn with_train_timesteps(steps: usize, shift: f64, train: usize) -> Self {
+    pub fn with_train_timesteps(steps: usize, shift: f64, train: usize) -> Result<Self> {
+        super::check_flow_schedule(steps, shift, train)?;
         let n = train as f32;
         let shift32 = shift as f32;
         let shift_f32 = |s: f32| shift32 * s / (1.0 + (shift32 - 1.0) * s);
@@ -48,11 +53,11 @@ impl FlowMatchEuler {
         let timesteps = sigmas.iter().map(|s| s * train as f32).collect();
         let mut sigmas = sigmas;
         sigmas.push(0.0);
-        FlowMatchEuler {
+        Ok(FlowMatchEuler {
             timesteps,
             sigmas,
             shift,
-        }
+        })
     }
 
     /// `steps + 1` sigmas (the last is 0).

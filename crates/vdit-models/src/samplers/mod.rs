@@ -29,7 +29,30 @@ pub use unipc::UniPcFlow;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::Result;
+use crate::{ModelError, Result};
+
+/// Checks a flow schedule's settings before anything is allocated: `steps` in
+/// `1..=`[`vdit_patterns::MAX_STEPS`], `train` timesteps positive, `shift` finite and
+/// positive.
+pub(crate) fn check_flow_schedule(steps: usize, shift: f64, train: usize) -> Result<()> {
+    if steps == 0 || steps > vdit_patterns::MAX_STEPS {
+        return Err(ModelError::Config(format!(
+            "sampler steps must be in 1..={}, got {steps}",
+            vdit_patterns::MAX_STEPS
+        )));
+    }
+    if train == 0 {
+        return Err(ModelError::Config(
+            "num_train_timesteps must be positive".into(),
+        ));
+    }
+    if !(shift.is_finite() && shift > 0.0) {
+        return Err(ModelError::Config(format!(
+            "flow shift must be a finite number > 0, got {shift}"
+        )));
+    }
+    Ok(())
+}
 
 /// A denoising schedule and its update rule over 5-D video latents.
 pub trait Sampler<B: Backend> {

@@ -34,12 +34,17 @@ pub struct UniPcFlow<B: Backend> {
 impl<B: Backend> UniPcFlow<B> {
     /// Wan2.1's scheduler for `steps` steps with `flow_shift` (3.0 at 480p, 5.0 at 720p in
     /// the diffusers configs), order 2, 1000 training timesteps.
-    pub fn new(steps: usize, flow_shift: f64) -> Self {
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] when `steps` is 0 or above [`vdit_patterns::MAX_STEPS`] or
+    /// `flow_shift` is not a finite positive number.
+    pub fn new(steps: usize, flow_shift: f64) -> Result<Self> {
         Self::with_order(steps, flow_shift, 2, 1000)
     }
 
     /// As [`UniPcFlow::new`] with another solver order and number of training timesteps.
-    pub fn with_order(steps: usize, flow_shift: f64, order: usize, train: usize) -> Self {
+    pub fn with_order(steps: usize, flow_shift: f64, order: usize, train: usize) -> Result<Self> {
+        super::check_flow_schedule(steps, flow_shift, train)?;
         let order = order.max(1);
         // sigmas = linspace(1, 1/N, steps+1)[:-1], shifted (f64 numpy).
         let mut s: Vec<f64> = linspace(1.0, 1.0 / train as f64, steps + 1);
@@ -56,7 +61,7 @@ impl<B: Backend> UniPcFlow<B> {
         let timesteps = s.iter().map(|x| (x * train as f64) as i64 as f32).collect();
         let mut sigmas: Vec<f32> = s.iter().map(|&x| x as f32).collect();
         sigmas.push(0.0);
-        UniPcFlow {
+        Ok(UniPcFlow {
             timesteps,
             sigmas,
             order,
@@ -65,7 +70,7 @@ impl<B: Backend> UniPcFlow<B> {
             lower_order_nums: 0,
             this_order: 0,
             next_step: 0,
-        }
+        })
     }
 
     /// `steps + 1` sigmas (the last is 0).
