@@ -16,6 +16,9 @@
 //!   any wgpu adapter including Mesa lavapipe (32 KiB shared memory), in f32/f16/bf16
 //!   wherever the device stores that type.
 //!
+//! The [`fused`] module holds the element-wise / normalisation chains of the denoiser
+//! blocks (modulated LayerNorm, gated residual, q/k norm + RoPE) as single launches.
+//!
 //! Entry points: [`DeviceLayer::upload`], [`SparseAttention`], [`launch`], and the f64 CPU
 //! oracle [`reference::sparse_attention_reference`].
 //!
@@ -27,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod fused;
 mod kernel;
 mod launch;
 mod layer;

@@ -67,11 +67,19 @@ pub use weights::{Init, Weights};
 
 /// A Burn backend that runs the denoisers: plan-driven sparse attention
 /// ([`vdit_attention::SparseAttentionBackend`]) and the Linear operation
-/// ([`vdit_ops::LinearBackend`], cuBLASLt on CUDA). Implemented for every backend that
-/// implements both: burn-flex, and the unfused CubeCL wgpu and CUDA backends.
-pub trait ModelBackend: vdit_attention::SparseAttentionBackend + vdit_ops::LinearBackend {}
+/// ([`vdit_ops::LinearBackend`], cuBLASLt on CUDA) and the fused normalisation /
+/// element-wise chains ([`vdit_ops::FusedBackend`], CubeCL kernels on CubeCL backends).
+/// Implemented for every backend that implements all three: burn-flex, and the unfused
+/// CubeCL wgpu and CUDA backends.
+pub trait ModelBackend:
+    vdit_attention::SparseAttentionBackend + vdit_ops::LinearBackend + vdit_ops::FusedBackend
+{
+}
 
-impl<B: vdit_attention::SparseAttentionBackend + vdit_ops::LinearBackend> ModelBackend for B {}
+impl<B> ModelBackend for B where
+    B: vdit_attention::SparseAttentionBackend + vdit_ops::LinearBackend + vdit_ops::FusedBackend
+{
+}
 
 /// Parses a model dtype name: `f32`, `bf16` or `f16`.
 pub fn parse_dtype(name: &str) -> Result<burn::tensor::DType> {

@@ -2,13 +2,14 @@
 //! `WanAttnProcessor`).
 
 use burn::module::Module;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, Tensor};
 use vdit_attention::AttentionContext;
 use vdit_models::ModelBackend;
-use vdit_models::nn::{Linear, RmsNorm32, rope, to_dtype};
+use vdit_models::nn::{Linear, RmsNorm32};
 use vdit_models::{Result, Weights};
+use vdit_ops::{QkNorm, Rope};
 
 /// Projections shared by both attentions: `to_q/k/v`, `to_out.0` and RMSNorm across
 /// all heads on q and k (`norm_q`, `norm_k` over the whole hidden size).
@@ -75,12 +76,33 @@ impl<B: ModelBackend> WanAttention<B> {
     where
         B: ModelBackend,
     {
-        let q = self.norm_q.forward(self.to_q.forward(x.clone()));
-        let k = self.norm_k.forward(self.to_k.forward(x.clone()));
-        let v = self.to_v.forward(x);
-        let q = rope::apply_interleaved(self.split_heads(q), &rope_tables.0, &rope_tables.1);
-        let k = rope::apply_interleaved(self.split_heads(k), &rope_tables.0, &rope_tables.1);
-        let v = self.split_heads(v);
+        // RMSNorm over the hidden size, head split and RoPE: one fused launch each on
+        // CubeCL backends (vdit_ops::FusedBackend::qk_norm_rope).
+        let rope = Some(Rope {
+            start: 0,
+            cos: &rope_tables.0,
+            sin: &rope_tables.1,
+        });
+        let (wq, wk) = (self.norm_q.weight.val(), self.norm_k.weight.val());
+        let q = B::qk_norm_rope(
+            self.to_q.forward(x.clone()),
+            self.heads,
+            QkNorm::RmsHidden {
+                weight: &wq,
+                eps: self.norm_q.eps,
+            },
+            rope,
+        );
+        let k = B::qk_norm_rope(
+            self.to_k.forward(x.clone()),
+            self.heads,
+            QkNorm::RmsHidden {
+                weight: &wk,
+                eps: self.norm_k.eps,
+            },
+            rope,
+        );
+        let v = self.split_heads(self.to_v.forward(x));
         let out = ctx.self_attention::<B>(layer, q, k, v, None)?;
         Ok(self.merge_heads(out))
     }
@@ -100,9 +122,4 @@ impl<B: ModelBackend> WanAttention<B> {
         );
         self.merge_heads(out)
     }
-}
-
-/// Casts a possibly-f32 tensor to `dtype` (helper for the block's mixed precision).
-pub(crate) fn cast<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
-    to_dtype(x, dtype)
 }
