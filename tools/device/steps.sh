@@ -38,6 +38,15 @@ for m in ${CHECK_MODELS:-wan2.1-t2v-1.3b:5x30x52}; do
   echo "rc=$? $preset"; grep -iE 'rel|error|warn' "$OUT/check_$preset.log" | tail -3
 done
 
+if [[ -n ${OOM_CHECK:-} ]]; then
+  # A forward far larger than the device (Wan2.1-14B in f32, batch 8 at 720p): it must end
+  # with a typed out-of-memory error and exit code 1, not a panic or an abort.
+  echo "== device out of memory"
+  timeout 180 ./.device/xtask forward --preset wan2.1-t2v-14b --random-weights --random-inputs \
+    --latent 21x90x160 --batch 8 --backend cuda --dtype f32 --out /tmp/oom.safetensors > "$OUT/oom.log" 2>&1
+  echo "rc=$? (expected 1)"; tail -3 "$OUT/oom.log"; ls /tmp/oom.safetensors 2>/dev/null && echo "UNEXPECTED: output written"
+fi
+
 if [[ -x .device/vdit_ops_linear ]]; then
   echo "== cuBLASLt Linear tests"
   timeout 120 ./.device/vdit_ops_linear --test-threads 1 > "$OUT/tests.log" 2>&1
