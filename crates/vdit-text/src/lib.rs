@@ -3,6 +3,9 @@
 //! - [`t5`]: the T5 / UMT5 encoder (Wan2.1's umT5-XXL; CogVideoX's T5-v1.1-XXL shares the
 //!   code with `bias_per_layer = false`), loaded from a transformers folder through
 //!   [`vdit_models::Weights`].
+//! - [`prompt`]: the tokenizer (`tokenizer.json` through the pure-Rust `tokenizers`
+//!   crate), Wan's prompt cleaning and [`PromptEncoder`] (prompts to zero-padded
+//!   embeddings, like diffusers' `WanPipeline`).
 //!
 //! ```
 //! use burn::backend::Flex;
@@ -18,4 +21,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod prompt;
 pub mod t5;
+
+pub use prompt::{PromptEncoder, PromptTokenizer, prompt_clean};
