@@ -223,12 +223,45 @@ def pipeline_fixture(root: Path) -> dict:
                 bytes=dir_size(d))
 
 
+def metrics_fixture(path: Path) -> dict:
+    """PSNR / SSIM of fixed uint8 RGB frames with scikit-image (the quality report's
+    metrics): a random frame, a noisy copy, a smooth gradient and a shifted copy."""
+    import numpy as np
+    import skimage
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rs = np.random.RandomState(0)
+    h, w = 17, 23
+    a = rs.randint(0, 256, (h, w, 3)).astype(np.uint8)
+    b = np.clip(a.astype(np.int32) + rs.randint(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    c = np.stack([(yy * 11) % 256, (xx * 9) % 256, ((yy + xx) * 5) % 256], -1).astype(np.uint8)
+    d = np.roll(c, 2, axis=1)
+    cases = []
+    for name, ref, test in [("noise", a, b), ("gradient_shift", c, d), ("cross", a, c)]:
+        cases.append(dict(name=name, width=w, height=h, reference=ref.flatten().tolist(),
+                          test=test.flatten().tolist(),
+                          psnr=float(peak_signal_noise_ratio(ref, test, data_range=255)),
+                          ssim=float(structural_similarity(ref, test, channel_axis=-1,
+                                                           data_range=255))))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(skimage=skimage.__version__, cases=cases)) + "\n")
+    return dict(name=path.name, skimage=skimage.__version__)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(fixture_root("wan") / "t2v"))
+    ap.add_argument("--metrics-out", default=str(fixture_root("video") / "metrics.json"))
+    ap.add_argument("--only-metrics", action="store_true",
+                    help="write only the PSNR/SSIM fixture")
     args = ap.parse_args()
     require_libs()
     setup()
+    metrics = metrics_fixture(Path(args.metrics_out))
+    if args.only_metrics:
+        print(f"metrics fixture: {args.metrics_out}")
+        return
     import diffusers
     import tokenizers
     import torch
@@ -239,7 +272,8 @@ def main():
     cases = [umt5_case(c, root, i) for i, c in enumerate(UMT5_CASES)]
     cases += [vae_case(c, root, i) for i, c in enumerate(VAE_CASES)]
     cases.append(pipeline_fixture(root))
-    manifest = dict(generator=Path(__file__).name, diffusers=diffusers.__version__,
+    manifest = dict(generator=Path(__file__).name, metrics=metrics,
+                    diffusers=diffusers.__version__,
                     transformers=transformers.__version__, tokenizers=tokenizers.__version__,
                     torch=torch.__version__, cases=cases)
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

@@ -25,11 +25,13 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod metrics;
 mod mp4_io;
 mod png_io;
 
 use std::path::PathBuf;
 
+pub use metrics::{psnr_frame, ssim_frame, video_psnr_ssim};
 pub use mp4_io::{read_mp4, write_mp4};
 pub use png_io::write_png_frames;
 
