@@ -5,7 +5,8 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
+use vdit_models::ModelBackend;
 use vdit_models::nn::{LayerNorm32, Linear, rope};
 use vdit_models::{Result, Weights};
 
@@ -33,7 +34,7 @@ pub struct CogVideoXAttention<B: Backend> {
     pub heads: usize,
 }
 
-impl<B: Backend> CogVideoXAttention<B> {
+impl<B: ModelBackend> CogVideoXAttention<B> {
     /// Loads `attn1` (pass `w.pp("attn1")`).
     pub fn load(w: &Weights<B>, c: &CogVideoXConfig) -> Result<Self> {
         let d = c.dim;
@@ -76,7 +77,7 @@ impl<B: Backend> CogVideoXAttention<B> {
         layer: usize,
     ) -> Result<(Tensor<B, 3>, Tensor<B, 3>)>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let l = text.dims()[1];
         let h = Tensor::cat(vec![text, video], 1);

@@ -3,7 +3,8 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
+use vdit_models::ModelBackend;
 use vdit_models::nn::{FeedForward, FfActivation, LayerNorm32, Linear, silu};
 use vdit_models::{Result, Weights};
 
@@ -34,7 +35,7 @@ pub struct Modulated<B: Backend> {
     pub enc_gate: Tensor<B, 3>,
 }
 
-impl<B: Backend> LayerNormZero<B> {
+impl<B: ModelBackend> LayerNormZero<B> {
     /// Loads `norm1` or `norm2` (pass `w.pp("norm1")`).
     pub fn load(w: &Weights<B>, c: &CogVideoXConfig) -> Result<Self> {
         Ok(LayerNormZero {
@@ -80,7 +81,7 @@ pub struct CogVideoXBlock<B: Backend> {
     pub ff: FeedForward<B>,
 }
 
-impl<B: Backend> CogVideoXBlock<B> {
+impl<B: ModelBackend> CogVideoXBlock<B> {
     /// Loads `transformer_blocks.{i}` (pass `w.pp("transformer_blocks").pp(i)`).
     pub fn load(w: &Weights<B>, c: &CogVideoXConfig) -> Result<Self> {
         Ok(CogVideoXBlock {
@@ -105,7 +106,7 @@ impl<B: Backend> CogVideoXBlock<B> {
         layer: usize,
     ) -> Result<(Tensor<B, 3>, Tensor<B, 3>)>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let m = self.norm1.forward(video.clone(), text.clone(), emb.clone());
         let (attn_t, attn_v) = self

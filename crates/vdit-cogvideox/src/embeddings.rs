@@ -9,6 +9,7 @@ use vdit_models::nn::{Linear, TimestepEmbedding, timestep_embedding, to_dtype};
 use vdit_models::{Result, Weights};
 
 use crate::CogVideoXConfig;
+use vdit_models::ModelBackend;
 
 /// `patch_embed`: `text_proj` (Linear `text_embed_dim -> D`) and, for CogVideoX1.5, `proj`
 /// (Linear `C*pt*p*p -> D` over each patch's features in (c, pt, ph, pw) order).
@@ -24,7 +25,7 @@ pub struct PatchEmbed<B: Backend> {
     pub patch_t: usize,
 }
 
-impl<B: Backend> PatchEmbed<B> {
+impl<B: ModelBackend> PatchEmbed<B> {
     /// Loads `proj.{weight,bias}` `[D, C*pt*p*p]` and `text_proj.{weight,bias}`
     /// `[D, text_embed_dim]` (the 1.5 Linear always has a bias, whatever `patch_bias`).
     pub fn load(w: &Weights<B>, c: &CogVideoXConfig) -> Result<Self> {
@@ -73,7 +74,7 @@ pub struct TimeEmbed<B: Backend> {
     pub freq_shift: f64,
 }
 
-impl<B: Backend> TimeEmbed<B> {
+impl<B: ModelBackend> TimeEmbed<B> {
     /// Loads `time_embedding.linear_{1,2}` (pass `w.pp("time_embedding")`).
     pub fn load(w: &Weights<B>, c: &CogVideoXConfig) -> Result<Self> {
         Ok(TimeEmbed {

@@ -4,7 +4,8 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor};
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
+use vdit_models::ModelBackend;
 use vdit_models::nn::to_dtype;
 use vdit_models::samplers::{CogVideoXDdim, CogVideoXDpm, Sampler, cfg};
 use vdit_models::{ModelError, Result};
@@ -108,7 +109,7 @@ impl Guidance {
 /// # Errors
 /// Missing negative embeddings with guidance on, shape errors, model and sampler errors.
 #[allow(clippy::too_many_arguments)]
-pub fn denoise<B: SparseAttentionBackend>(
+pub fn denoise<B: ModelBackend>(
     model: &CogVideoXTransformer3DModel<B>,
     sampler: &mut dyn Sampler<B>,
     latents: Tensor<B, 5>,

@@ -6,7 +6,8 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
+use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
 use vdit_models::nn::{LayerNorm32, Linear, silu, to_dtype};
 use vdit_models::{DiffusersConfig, ModelError, Result, Weights};
@@ -50,7 +51,7 @@ pub struct CogVideoXTransformer3DModel<B: Backend> {
     pub dtype: DType,
 }
 
-impl<B: Backend> CogVideoXTransformer3DModel<B> {
+impl<B: ModelBackend> CogVideoXTransformer3DModel<B> {
     /// Loads a diffusers model directory (`config.json` + safetensors, single or
     /// sharded) into `dtype` (f32, bf16 or f16) on `device`.
     ///
@@ -153,7 +154,7 @@ impl<B: Backend> CogVideoXTransformer3DModel<B> {
         device: &B::Device,
     ) -> Result<Tensor<B, 5>>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         for name in inputs.tensors.keys() {
             if !matches!(
@@ -190,7 +191,7 @@ impl<B: Backend> CogVideoXTransformer3DModel<B> {
         ctx: &AttentionContext,
     ) -> Result<Tensor<B, 5>>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let c = &self.config;
         let [b, f, ch, h, w] = hidden_states.dims();

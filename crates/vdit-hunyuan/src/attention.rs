@@ -10,7 +10,8 @@
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
+use vdit_models::ModelBackend;
 use vdit_models::nn::{Linear, RmsNorm32, rope, to_dtype};
 use vdit_models::{Result, Weights};
 
@@ -46,7 +47,7 @@ pub struct QkvProjection<B: Backend> {
     pub heads: usize,
 }
 
-impl<B: Backend> QkvProjection<B> {
+impl<B: ModelBackend> QkvProjection<B> {
     /// Loads the video stream's `to_{q,k,v}` and `norm_{q,k}` under `w` (an `attn`).
     pub fn load_video(w: &Weights<B>, dim: usize, heads: usize, eps: f64) -> Result<Self> {
         Self::load_named(
@@ -132,7 +133,7 @@ pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
 /// Attention over `[video | text]` through the context: concatenates the two streams'
 /// q/k/v on the token axis, attends (layer `layer` of the plan) and returns the merged
 /// output `[B, Nv + Nt, D]`.
-pub fn joint_attention<B: SparseAttentionBackend>(
+pub fn joint_attention<B: ModelBackend>(
     video: [Tensor<B, 4>; 3],
     text: [Tensor<B, 4>; 3],
     inputs: &JointInputs<'_, B>,
@@ -165,7 +166,7 @@ pub struct DualAttention<B: Backend> {
     pub to_add_out: Linear<B>,
 }
 
-impl<B: Backend> DualAttention<B> {
+impl<B: ModelBackend> DualAttention<B> {
     /// Loads `attn` (pass `w.pp("attn")`).
     pub fn load(w: &Weights<B>, dim: usize, heads: usize, eps: f64) -> Result<Self> {
         Ok(DualAttention {
@@ -187,7 +188,7 @@ impl<B: Backend> DualAttention<B> {
         layer: usize,
     ) -> Result<(Tensor<B, 3>, Tensor<B, 3>)>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let [_, nv, _] = x.dims();
         let [_, nt, _] = c.dims();
@@ -208,7 +209,7 @@ pub struct SingleAttention<B: Backend> {
     pub qkv: QkvProjection<B>,
 }
 
-impl<B: Backend> SingleAttention<B> {
+impl<B: ModelBackend> SingleAttention<B> {
     /// Loads `attn` (pass `w.pp("attn")`).
     pub fn load(w: &Weights<B>, dim: usize, heads: usize, eps: f64) -> Result<Self> {
         Ok(SingleAttention {
@@ -227,7 +228,7 @@ impl<B: Backend> SingleAttention<B> {
         layer: usize,
     ) -> Result<Tensor<B, 3>>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let [_, n, _] = h.dims();
         let video = self

@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use vdit_attention::SparseAttentionBackend;
+use vdit_models::ModelBackend;
 use vdit_models::nn::{FeedForward, FfActivation, LayerNorm32, Linear, silu};
 use vdit_models::{Result, Weights};
 
@@ -24,7 +24,7 @@ pub struct AdaNormZero<B: Backend> {
     pub chunks: usize,
 }
 
-impl<B: Backend> AdaNormZero<B> {
+impl<B: ModelBackend> AdaNormZero<B> {
     /// Loads `linear` under `w` (`norm1`, `norm1_context` or a single block's `norm`).
     pub fn load(w: &Weights<B>, dim: usize, chunks: usize, eps: f64) -> Result<Self> {
         Ok(AdaNormZero {
@@ -74,7 +74,7 @@ pub struct DualStreamBlock<B: Backend> {
     pub ff_context: FeedForward<B>,
 }
 
-impl<B: Backend> DualStreamBlock<B> {
+impl<B: ModelBackend> DualStreamBlock<B> {
     /// Loads `transformer_blocks.{i}` (pass `w.pp("transformer_blocks").pp(i)`).
     pub fn load(w: &Weights<B>, c: &HunyuanConfig) -> Result<Self> {
         let (d, eps) = (c.dim, c.eps);
@@ -107,7 +107,7 @@ impl<B: Backend> DualStreamBlock<B> {
         layer: usize,
     ) -> Result<(Tensor<B, 3>, Tensor<B, 3>)>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let m = self.norm1.modulation(temb.clone());
         let mc = self.norm1_context.modulation(temb);

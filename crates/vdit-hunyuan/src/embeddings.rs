@@ -8,6 +8,7 @@ use vdit_models::nn::{Linear, TimestepEmbedding, timestep_embedding, to_dtype};
 use vdit_models::{Init, Result, Weights};
 
 use crate::HunyuanConfig;
+use vdit_models::ModelBackend;
 
 /// `x_embedder.proj`: a Conv3d with kernel = stride = patch size, computed as a Linear
 /// over each patch's features in (c, pt, ph, pw) order (the Conv3d weight
@@ -21,7 +22,7 @@ pub struct PatchEmbed<B: Backend> {
     pub patch: [usize; 3],
 }
 
-impl<B: Backend> PatchEmbed<B> {
+impl<B: ModelBackend> PatchEmbed<B> {
     /// Loads `weight` `[D, C, pt, ph, pw]` and `bias` `[D]` (pass `w.pp("x_embedder")
     /// .pp("proj")`).
     pub fn load(w: &Weights<B>, c: &HunyuanConfig) -> Result<Self> {
@@ -70,7 +71,7 @@ pub struct ConditionEmbedding<B: Backend> {
     pub freq_dim: usize,
 }
 
-impl<B: Backend> ConditionEmbedding<B> {
+impl<B: ModelBackend> ConditionEmbedding<B> {
     /// Loads `time_text_embed.*` (pass `w.pp("time_text_embed")`).
     pub fn load(w: &Weights<B>, c: &HunyuanConfig) -> Result<Self> {
         let (d, dt) = (c.dim, w.dtype());

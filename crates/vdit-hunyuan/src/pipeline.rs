@@ -15,7 +15,8 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Tensor};
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
+use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
 use vdit_models::nn::{to_dtype, to_f32};
 use vdit_models::samplers::{Sampler, cfg};
@@ -53,7 +54,7 @@ impl HunyuanFlowEuler {
     }
 }
 
-impl<B: Backend> Sampler<B> for HunyuanFlowEuler {
+impl<B: ModelBackend> Sampler<B> for HunyuanFlowEuler {
     fn timesteps(&self) -> &[f32] {
         &self.timesteps
     }
@@ -91,7 +92,7 @@ pub struct PromptEmbeds<B: Backend> {
     pub pooled_prompt_embeds: Tensor<B, 2>,
 }
 
-impl<B: Backend> PromptEmbeds<B> {
+impl<B: ModelBackend> PromptEmbeds<B> {
     /// Reads `prompt_embeds`, `prompt_attention_mask` (optional: all valid; any
     /// int/float/bool dtype, 0/1) and `pooled_prompt_embeds` — or, with `negative`, the
     /// `negative_*` versions, returning `None` when `negative_prompt_embeds` is absent.
@@ -157,7 +158,7 @@ impl Default for GenerateConfig {
 ///
 /// # Errors
 /// Shape mismatches (a negative prompt must have the prompt's shapes), model errors.
-pub fn denoise<B: SparseAttentionBackend>(
+pub fn denoise<B: ModelBackend>(
     model: &HunyuanVideoTransformer3DModel<B>,
     latents: Tensor<B, 5>,
     prompt: &PromptEmbeds<B>,

@@ -15,6 +15,7 @@ use vdit_models::{Result, Weights};
 use crate::HunyuanConfig;
 use crate::attention::merge_heads;
 use crate::mask::TextMask;
+use vdit_models::ModelBackend;
 
 /// A refiner block's `attn`: plain attention with biased `to_{q,k,v}` and `to_out.0`,
 /// no QK norm, no RoPE.
@@ -33,7 +34,7 @@ pub struct RefinerAttention<B: Backend> {
     pub heads: usize,
 }
 
-impl<B: Backend> RefinerAttention<B> {
+impl<B: ModelBackend> RefinerAttention<B> {
     /// Loads `attn` (pass `w.pp("attn")`).
     pub fn load(w: &Weights<B>, dim: usize, heads: usize) -> Result<Self> {
         Ok(RefinerAttention {
@@ -77,7 +78,7 @@ pub struct RefinerBlock<B: Backend> {
     pub norm_out: Linear<B>,
 }
 
-impl<B: Backend> RefinerBlock<B> {
+impl<B: ModelBackend> RefinerBlock<B> {
     /// Loads one refiner block.
     pub fn load(w: &Weights<B>, c: &HunyuanConfig) -> Result<Self> {
         let d = c.dim;
@@ -129,7 +130,7 @@ pub struct TokenRefiner<B: Backend> {
     pub freq_dim: usize,
 }
 
-impl<B: Backend> TokenRefiner<B> {
+impl<B: ModelBackend> TokenRefiner<B> {
     /// Loads `context_embedder.*` (pass `w.pp("context_embedder")`).
     pub fn load(w: &Weights<B>, c: &HunyuanConfig) -> Result<Self> {
         let (d, dt) = (c.dim, w.dtype());

@@ -4,9 +4,10 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use vdit_attention::SparseAttentionBackend;
-use vdit_models::nn::{Linear, gelu_tanh};
+use vdit_models::ModelBackend;
+use vdit_models::nn::Linear;
 use vdit_models::{Result, Weights};
+use vdit_ops::Epilogue;
 
 use crate::HunyuanConfig;
 use crate::attention::{JointInputs, SingleAttention};
@@ -27,7 +28,7 @@ pub struct SingleStreamBlock<B: Backend> {
     pub proj_out: Linear<B>,
 }
 
-impl<B: Backend> SingleStreamBlock<B> {
+impl<B: ModelBackend> SingleStreamBlock<B> {
     /// Loads `single_transformer_blocks.{j}` (pass
     /// `w.pp("single_transformer_blocks").pp(j)`).
     pub fn load(w: &Weights<B>, c: &HunyuanConfig) -> Result<Self> {
@@ -52,11 +53,11 @@ impl<B: Backend> SingleStreamBlock<B> {
         layer: usize,
     ) -> Result<Tensor<B, 3>>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let m = self.norm.modulation(temb);
         let hn = modulate(&self.norm.norm, h.clone(), &m[0], &m[1]);
-        let mlp = gelu_tanh(self.proj_mlp.forward(hn.clone()));
+        let mlp = self.proj_mlp.forward_with(hn.clone(), Epilogue::GeluTanh);
         let attn = self.attn.forward(hn, video_tokens, inputs, layer)?;
         let out = self.proj_out.forward(Tensor::cat(vec![attn, mlp], 2));
         Ok(h + out * m[2].clone())

@@ -6,7 +6,8 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Distribution, Tensor, TensorData};
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
+use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
 use vdit_models::nn::rope::{FreqPrecision, rope_3d};
 use vdit_models::nn::{LayerNorm32, Linear, silu, to_dtype};
@@ -160,7 +161,7 @@ pub struct HunyuanVideoTransformer3DModel<B: Backend> {
     pub dtype: DType,
 }
 
-impl<B: Backend> HunyuanVideoTransformer3DModel<B> {
+impl<B: ModelBackend> HunyuanVideoTransformer3DModel<B> {
     /// Loads a diffusers model directory (`config.json` + safetensors, single or
     /// sharded; f32/bf16/f16 files) into `dtype` (f32, bf16 or f16) on `device`.
     ///
@@ -268,7 +269,7 @@ impl<B: Backend> HunyuanVideoTransformer3DModel<B> {
         device: &B::Device,
     ) -> Result<Tensor<B, 5>>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let inputs = HunyuanInputs::from_tensor_map(inputs, self.dtype, device)?;
         let [_, _, f, h, w] = inputs.hidden_states.dims();
@@ -288,7 +289,7 @@ impl<B: Backend> HunyuanVideoTransformer3DModel<B> {
     /// valid token, a missing `guidance` when the model embeds guidance.
     pub fn forward(&self, inputs: HunyuanInputs<B>, ctx: &AttentionContext) -> Result<Tensor<B, 5>>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let c = &self.config;
         let HunyuanInputs {

@@ -26,6 +26,8 @@
 //! - **Dtypes**: the model dtype is a runtime [`burn::tensor::DType`] (f32, bf16, f16).
 //!   Parameters diffusers keeps in fp32 (`_keep_in_fp32_modules`) are loaded with
 //!   [`Weights::get_f32`] / [`nn::Linear::load_dtype`]; norms always compute in f32.
+//! - **Backends**: model code is generic over [`ModelBackend`]; Linear layers go
+//!   through [`vdit_ops::LinearBackend::linear`] (cuBLASLt on CUDA).
 //! - **Attention**: self-attention goes through `vdit_attention::AttentionContext::
 //!   self_attention` with `[batch, heads, tokens, head_dim]`; cross-attention and
 //!   anything outside the video sequence uses `burn::tensor::module::attention`.
@@ -62,6 +64,14 @@ pub use config::{DiffusersConfig, ModelClass};
 pub use context::attention_context;
 pub use error::{ModelError, Result};
 pub use weights::{Init, Weights};
+
+/// A Burn backend that runs the denoisers: plan-driven sparse attention
+/// ([`vdit_attention::SparseAttentionBackend`]) and the Linear operation
+/// ([`vdit_ops::LinearBackend`], cuBLASLt on CUDA). Implemented for every backend that
+/// implements both: burn-flex, and the unfused CubeCL wgpu and CUDA backends.
+pub trait ModelBackend: vdit_attention::SparseAttentionBackend + vdit_ops::LinearBackend {}
+
+impl<B: vdit_attention::SparseAttentionBackend + vdit_ops::LinearBackend> ModelBackend for B {}
 
 /// Parses a model dtype name: `f32`, `bf16` or `f16`.
 pub fn parse_dtype(name: &str) -> Result<burn::tensor::DType> {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use vdit_models::ModelBackend;
 use vdit_models::{ModelError, Result};
 
 use crate::t5::T5Encoder;
@@ -200,7 +201,7 @@ pub struct PromptEncoder<B: Backend> {
     pub max_len: usize,
 }
 
-impl<B: Backend> PromptEncoder<B> {
+impl<B: ModelBackend> PromptEncoder<B> {
     /// Pairs `tokenizer` and `encoder`, checking that every token id fits the encoder's
     /// embedding.
     pub fn new(tokenizer: PromptTokenizer, encoder: T5Encoder<B>, max_len: usize) -> Result<Self> {

@@ -31,7 +31,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution, ElementConversion, Tensor, TensorData};
 use serde_json::{Value, json};
-use vdit_attention::SparseAttentionBackend;
+use vdit_models::ModelBackend;
 use vdit_models::nn::{LayerNorm32, Linear, gelu_tanh, rope, to_f32};
 use vdit_wan::block::WanBlock;
 use vdit_wan::{WanConfig, WanConfigJson, WanTransformer3DModel};
@@ -361,7 +361,7 @@ fn linear_padded<B: Backend>(l: &Linear<B>, x: Tensor<B, 3>, pad: usize) -> Tens
 
 /// `WanBlock::forward` re-implemented from the block's public parts, with `v`'s choices.
 #[allow(clippy::too_many_arguments)]
-fn block_variant<B: SparseAttentionBackend>(
+fn block_variant<B: ModelBackend>(
     block: &WanBlock<B>,
     x: Tensor<B, 3>,
     text: Tensor<B, 3>,
@@ -449,11 +449,7 @@ struct Setup {
     dtype: DType,
 }
 
-fn profile<B: SparseAttentionBackend>(
-    device: &B::Device,
-    args: &Args,
-    setup: &Setup,
-) -> AnyResult<Value> {
+fn profile<B: ModelBackend>(device: &B::Device, args: &Args, setup: &Setup) -> AnyResult<Value> {
     let c = &setup.config;
     let dtype = setup.dtype;
     let [f, h, w] = setup.latent;

@@ -5,7 +5,8 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor};
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
+use vdit_models::ModelBackend;
 use vdit_models::nn::{Linear, RmsNorm32, rope, to_dtype};
 use vdit_models::{Result, Weights};
 
@@ -32,7 +33,7 @@ pub struct WanAttention<B: Backend> {
 /// Cached RoPE tables for one token grid: `(cos, sin)` `[tokens, head_dim/2]`, f32.
 pub type RopeTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
 
-impl<B: Backend> WanAttention<B> {
+impl<B: ModelBackend> WanAttention<B> {
     /// Loads one attention under `w` (`attn1` or `attn2`).
     pub fn load(w: &Weights<B>, dim: usize, heads: usize, eps: f64) -> Result<Self> {
         Ok(WanAttention {
@@ -72,7 +73,7 @@ impl<B: Backend> WanAttention<B> {
         layer: usize,
     ) -> Result<Tensor<B, 3>>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let q = self.norm_q.forward(self.to_q.forward(x.clone()));
         let k = self.norm_k.forward(self.to_k.forward(x.clone()));

@@ -3,7 +3,8 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
+use vdit_models::ModelBackend;
 use vdit_models::nn::{FeedForward, FfActivation, LayerNorm32, to_f32};
 use vdit_models::{Init, Result, Weights};
 
@@ -36,7 +37,7 @@ pub struct WanBlock<B: Backend> {
     pub ffn: FeedForward<B>,
 }
 
-impl<B: Backend> WanBlock<B> {
+impl<B: ModelBackend> WanBlock<B> {
     /// Loads `blocks.{i}` (pass `w.pp("blocks").pp(i)`).
     pub fn load(w: &Weights<B>, c: &WanConfig) -> Result<Self> {
         let d = c.dim;
@@ -72,7 +73,7 @@ impl<B: Backend> WanBlock<B> {
         layer: usize,
     ) -> Result<Tensor<B, 3>>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let dtype = x.dtype();
         let m = self.scale_shift_table.val() + to_f32(timestep_proj);

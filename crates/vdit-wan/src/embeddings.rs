@@ -3,10 +3,12 @@
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use vdit_models::nn::{Linear, TimestepEmbedding, gelu_tanh, silu, timestep_embedding, to_dtype};
+use vdit_models::nn::{Linear, TimestepEmbedding, silu, timestep_embedding, to_dtype};
 use vdit_models::{Init, Result, Weights};
+use vdit_ops::Epilogue;
 
 use crate::WanConfig;
+use vdit_models::ModelBackend;
 
 /// `patch_embedding`: a Conv3d with kernel = stride = patch size, computed as a Linear
 /// over each patch's features in (c, pt, ph, pw) order (the Conv3d weight
@@ -19,7 +21,7 @@ pub struct PatchEmbed<B: Backend> {
     pub patch: [usize; 3],
 }
 
-impl<B: Backend> PatchEmbed<B> {
+impl<B: ModelBackend> PatchEmbed<B> {
     /// Loads `weight` `[D, C, pt, ph, pw]` and `bias` `[D]`.
     pub fn load(w: &Weights<B>, c: &WanConfig) -> Result<Self> {
         let [pt, ph, pw] = c.patch_size;
@@ -77,7 +79,7 @@ pub struct Conditioning<B: Backend> {
     pub text: Tensor<B, 3>,
 }
 
-impl<B: Backend> ConditionEmbedder<B> {
+impl<B: ModelBackend> ConditionEmbedder<B> {
     /// Loads `time_embedder.linear_{1,2}`, `time_proj`, `text_embedder.linear_{1,2}`.
     pub fn load(w: &Weights<B>, c: &WanConfig) -> Result<Self> {
         let d = c.dim;
@@ -108,7 +110,9 @@ impl<B: Backend> ConditionEmbedder<B> {
             .time_proj
             .forward(silu(temb.clone()))
             .reshape([b, 6, d]);
-        let text = self.text_2.forward(gelu_tanh(self.text_1.forward(text)));
+        let text = self
+            .text_2
+            .forward(self.text_1.forward_with(text, Epilogue::GeluTanh));
         Conditioning {
             temb,
             timestep_proj,

@@ -5,7 +5,8 @@ use std::path::Path;
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
+use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
 use vdit_models::nn::rope::{FreqPrecision, rope_3d};
 use vdit_models::nn::{LayerNorm32, Linear, to_dtype, to_f32};
@@ -43,7 +44,7 @@ pub struct WanTransformer3DModel<B: Backend> {
     pub dtype: DType,
 }
 
-impl<B: Backend> WanTransformer3DModel<B> {
+impl<B: ModelBackend> WanTransformer3DModel<B> {
     /// Loads a diffusers model directory (`config.json` + safetensors, single or
     /// sharded) into `dtype` (f32, bf16 or f16) on `device`.
     ///
@@ -136,7 +137,7 @@ impl<B: Backend> WanTransformer3DModel<B> {
         device: &B::Device,
     ) -> Result<Tensor<B, 5>>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         for name in inputs.tensors.keys() {
             if !matches!(
@@ -177,7 +178,7 @@ impl<B: Backend> WanTransformer3DModel<B> {
         ctx: &AttentionContext,
     ) -> Result<Tensor<B, 5>>
     where
-        B: SparseAttentionBackend,
+        B: ModelBackend,
     {
         let c = &self.config;
         let [b, ch, f, h, w] = hidden_states.dims();

@@ -14,9 +14,10 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor};
 use serde::Serialize;
-use vdit_attention::{AttentionOptions, PreparedLayer, SparseAttentionBackend};
+use vdit_attention::{AttentionOptions, PreparedLayer};
 use vdit_cogvideox::CogVideoXConfig;
 use vdit_hunyuan::HunyuanConfig;
+use vdit_models::ModelBackend;
 use vdit_patterns::{
     ModelInfo, Pattern, Plan, Provenance, StepRange, TextPosition, TokenSpan, VideoLayout,
     write_atomic,
@@ -297,7 +298,7 @@ pub(crate) fn time_ms<B: Backend>(
     Ok(median(times))
 }
 
-fn attention_suite<B: SparseAttentionBackend>(
+fn attention_suite<B: ModelBackend>(
     device: &B::Device,
     gpu: bool,
     dtype: DType,
@@ -376,7 +377,7 @@ fn attention_suite<B: SparseAttentionBackend>(
         // Burn's own (dense) attention on the same tensors, for reference. Skipped on
         // CubeCL backends: burn-cubecl 0.21's autotune tries an unfused fallback that
         // allocates the L x L scores and fails at these sizes (see
-        // `SparseAttentionBackend::BUILTIN_DENSE`).
+        // `ModelBackend::BUILTIN_DENSE`).
         if !B::BUILTIN_DENSE {
             continue;
         }
@@ -605,7 +606,7 @@ fn unix_ms() -> u128 {
 /// weights) is built, timed and dropped before the next, with
 /// `[bench-model] begin|end <key> <unix ms>` markers on stderr for memory samplers.
 #[allow(clippy::too_many_arguments)]
-fn model_suite<B: SparseAttentionBackend>(
+fn model_suite<B: ModelBackend>(
     device: &B::Device,
     models: &[StepModel],
     modes: &[StepMode],
@@ -631,7 +632,7 @@ fn model_suite<B: SparseAttentionBackend>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn model_rows<B: SparseAttentionBackend>(
+fn model_rows<B: ModelBackend>(
     device: &B::Device,
     case: &StepCase,
     modes: &[StepMode],

@@ -13,11 +13,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor, TensorData};
-use vdit_attention::{AttentionContext, SparseAttentionBackend};
+use vdit_attention::AttentionContext;
 use vdit_cogvideox::{CogVideoXConfig, CogVideoXConfigJson, CogVideoXTransformer3DModel};
 use vdit_hunyuan::{
     HunyuanConfig, HunyuanConfigJson, HunyuanInputs, HunyuanVideoTransformer3DModel,
 };
+use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
 use vdit_models::{DiffusersConfig, ModelClass, parse_dtype};
 use vdit_patterns::{Plan, VideoLayout};
@@ -376,7 +377,7 @@ pub struct RandomInputs {
     pub seed: u64,
 }
 
-impl<B: SparseAttentionBackend> Denoiser<B> {
+impl<B: ModelBackend> Denoiser<B> {
     /// Loads the model `args` describe (class from `_class_name` or the preset).
     pub fn load(args: &ModelArgs, device: &B::Device) -> Result<Self> {
         let config = ModelConfig::resolve(args)?;
@@ -639,7 +640,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Runs `forward` on backend `B`; returns the output written (as host data).
-pub fn run_on<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
+pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
     // Text encoders and the Wan VAE (not denoisers): see `t2v_parts`.
     if let Some(map) = super::t2v_parts::run_part::<B>(args, device)? {
         return Ok(map);
@@ -706,7 +707,7 @@ pub fn run_on<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> Res
 
 /// Runs `call` `--repeat` times with a device sync and wall time each, then writes /
 /// checks the output.
-fn timed_runs<B: SparseAttentionBackend>(
+fn timed_runs<B: ModelBackend>(
     args: &Args,
     device: &B::Device,
     call: impl Fn() -> Result<Tensor<B, 5>>,

@@ -29,10 +29,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
-use vdit_attention::SparseAttentionBackend;
 use vdit_cogvideox::CogVideoXTransformer3DModel;
 use vdit_cogvideox::pipeline::{Guidance, LatentFrames};
 use vdit_hunyuan::{GenerateConfig, HunyuanVideoTransformer3DModel, PromptEmbeds, TextMask};
+use vdit_models::ModelBackend;
 use vdit_models::ModelClass;
 use vdit_models::io::TensorMap;
 use vdit_models::samplers::{CogVideoXDdim, CogVideoXDpm, FlowMatchEuler, Sampler, UniPcFlow, cfg};
@@ -358,7 +358,7 @@ fn random_embeddings(args: &Args, config: &ModelConfig, s: &Settings) -> Result<
 }
 
 /// Initial latents of `shape`: from `--initial-latents` or seeded host noise (f32).
-fn initial_latents<B: SparseAttentionBackend>(
+fn initial_latents<B: ModelBackend>(
     args: &Args,
     shape: [usize; 5],
     device: &B::Device,
@@ -399,7 +399,7 @@ fn progress(quiet: bool, steps: usize) -> ProgressBar {
 }
 
 /// The denoising loop on backend `B`; returns the latents file written.
-pub fn generate<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
+pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
     let config = ModelConfig::resolve(&args.model)?;
     let settings = Settings::new(args, &config)?;
     let plan = args.model.plan()?;
@@ -457,7 +457,7 @@ pub fn generate<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> R
 }
 
 /// Wan2.1: two separate forwards per step with CFG (diffusers' `WanPipeline`).
-pub(crate) fn generate_wan<B: SparseAttentionBackend>(
+pub(crate) fn generate_wan<B: ModelBackend>(
     model: &WanTransformer3DModel<B>,
     args: &Args,
     s: &Settings,
@@ -527,7 +527,7 @@ pub(crate) fn generate_wan<B: SparseAttentionBackend>(
 
 /// HunyuanVideo: `vdit_hunyuan::denoise` (flow Euler with the pipeline's sigmas,
 /// embedded guidance, optional true CFG).
-fn generate_hunyuan<B: SparseAttentionBackend>(
+fn generate_hunyuan<B: ModelBackend>(
     model: &HunyuanVideoTransformer3DModel<B>,
     args: &Args,
     s: &Settings,
@@ -592,7 +592,7 @@ fn generate_hunyuan<B: SparseAttentionBackend>(
 
 /// CogVideoX1.5: `vdit_cogvideox::pipeline::denoise` (batched CFG, static or dynamic;
 /// DPM or DDIM), odd latent frame counts padded at the front.
-fn generate_cogvideox<B: SparseAttentionBackend>(
+fn generate_cogvideox<B: ModelBackend>(
     model: &CogVideoXTransformer3DModel<B>,
     args: &Args,
     s: &Settings,

@@ -469,7 +469,7 @@ fn parse_layout(
 /// A denoiser run for the search: the model's sampler from seeded noise, the
 /// conditional branch only (no CFG), attention through the plan and the search's hook.
 /// Built on the search's worker thread (see `vdit_search::ModelRunner`).
-struct DenoiserRunner<B: vdit_attention::SparseAttentionBackend> {
+struct DenoiserRunner<B: vdit_models::ModelBackend> {
     model: super::forward::Denoiser<B>,
     inputs: super::forward::StepInputs<B>,
     latent: [usize; 3],
@@ -479,7 +479,7 @@ struct DenoiserRunner<B: vdit_attention::SparseAttentionBackend> {
     device: B::Device,
 }
 
-impl<B: vdit_attention::SparseAttentionBackend> DenoiserRunner<B> {
+impl<B: vdit_models::ModelBackend> DenoiserRunner<B> {
     /// The initial latents (the sample's noise).
     fn latents(&self) -> burn::tensor::Tensor<B, 5> {
         use super::forward::StepInputs;
@@ -519,7 +519,7 @@ impl<B: vdit_attention::SparseAttentionBackend> DenoiserRunner<B> {
     }
 }
 
-impl<B: vdit_attention::SparseAttentionBackend> vdit_search::ModelRunner for DenoiserRunner<B> {
+impl<B: vdit_models::ModelBackend> vdit_search::ModelRunner for DenoiserRunner<B> {
     fn run_to(
         &mut self,
         _sample: usize,
@@ -630,10 +630,7 @@ where
 }
 
 /// `cargo xtask search --model-dir DIR | --preset P`: greedy search through the model.
-fn run_model<B: vdit_attention::SparseAttentionBackend>(
-    args: Args,
-    device: B::Device,
-) -> anyhow::Result<()> {
+fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> anyhow::Result<()> {
     if args.model.backend != super::forward::BackendKind::Cpu {
         // Evaluate candidates with the GPU kernels too (same block tables as the CPU path).
         let dtype = vdit_models::parse_dtype(&args.model.dtype)?;

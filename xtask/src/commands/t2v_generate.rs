@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{DType, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use vdit_attention::SparseAttentionBackend;
+use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
 use vdit_text::t5::{T5Config, T5Encoder};
 use vdit_text::{PromptEncoder, PromptTokenizer};
@@ -25,7 +25,7 @@ use super::forward::{ModelConfig, wan_tiny, with_backend};
 use super::generate::{Args, Settings, generate_wan};
 
 /// The parts of a Wan pipeline.
-struct WanParts<B: SparseAttentionBackend> {
+struct WanParts<B: ModelBackend> {
     text: PromptEncoder<B>,
     transformer: WanTransformer3DModel<B>,
     vae: WanVaeDecoder<B>,
@@ -47,7 +47,7 @@ fn part(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn load_parts<B: SparseAttentionBackend>(
+fn load_parts<B: ModelBackend>(
     args: &Args,
     max_len: usize,
     device: &B::Device,
@@ -162,7 +162,7 @@ pub fn run(args: Args) -> Result<()> {
     ))
 }
 
-fn generate_video<B: SparseAttentionBackend>(args: &Args, device: &B::Device) -> Result<()> {
+fn generate_video<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<()> {
     let max_len = args.text_len.unwrap_or(512);
     let t0 = Instant::now();
     let parts = load_parts::<B>(args, max_len, device)?;

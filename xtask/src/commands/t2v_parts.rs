@@ -8,9 +8,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::backend::Backend;
-use vdit_models::DiffusersConfig;
 use vdit_models::io::TensorMap;
+use vdit_models::{DiffusersConfig, ModelBackend};
 use vdit_text::t5::{ENCODER_ARCHITECTURES, T5Encoder};
 use vdit_wan::vae::{VAE_CLASS_NAME, WanVaeDecoder};
 
@@ -51,7 +50,7 @@ impl PartKind {
 }
 
 /// Runs `forward` when `--model-dir` is a text encoder or a Wan VAE; `None` otherwise.
-pub fn run_part<B: Backend>(args: &Args, device: &B::Device) -> Result<Option<TensorMap>> {
+pub fn run_part<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Option<TensorMap>> {
     let Some(dir) = args.model.model_dir.as_deref() else {
         return Ok(None);
     };

@@ -95,7 +95,10 @@ impl<B: Backend> TimestepEmbedding<B> {
 
     /// # Shapes
     /// `[n, d_in] -> [n, d_out]`.
-    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>
+    where
+        B: vdit_ops::LinearBackend,
+    {
         self.linear_2.forward(silu(self.linear_1.forward(x)))
     }
 }

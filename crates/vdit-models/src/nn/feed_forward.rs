@@ -4,7 +4,9 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use super::{Linear, gelu_tanh, silu};
+use vdit_ops::{Epilogue, LinearBackend};
+
+use super::{Linear, silu};
 use crate::{Result, Weights};
 
 /// The activation of a [`FeedForward`] (diffusers `activation_fn`).
@@ -48,11 +50,14 @@ impl<B: Backend> FeedForward<B> {
 
     /// # Shapes
     /// `[..., dim] -> [..., dim_out]`.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = self.proj_in.forward(x);
+    /// GELU-tanh runs in the first GEMM's epilogue (fused on CUDA).
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D>
+    where
+        B: LinearBackend,
+    {
         let h = match self.activation {
-            FfActivation::GeluTanh => gelu_tanh(h),
-            FfActivation::Silu => silu(h),
+            FfActivation::GeluTanh => self.proj_in.forward_with(x, Epilogue::GeluTanh),
+            FfActivation::Silu => silu(self.proj_in.forward(x)),
         };
         self.proj_out.forward(h)
     }

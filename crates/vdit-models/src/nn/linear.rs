@@ -3,6 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
+use vdit_ops::{Epilogue, LinearBackend};
 
 use crate::{Init, Result, Weights};
 
@@ -65,19 +66,31 @@ impl<B: Backend> Linear<B> {
     ///
     /// # Shapes
     /// `[..., in] -> [..., out]`.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D>
+    where
+        B: LinearBackend,
+    {
+        self.forward_with(x, Epilogue::None)
+    }
+
+    /// [`Linear::forward`] followed by `epilogue` (fused into the GEMM on CUDA).
+    pub fn forward_with<const D: usize>(&self, x: Tensor<B, D>, epilogue: Epilogue) -> Tensor<B, D>
+    where
+        B: LinearBackend,
+    {
         let w = self.weight.val();
         let x = super::to_dtype(x, w.dtype());
         // One 2-D GEMM over all leading dims (a broadcast batched matmul is ~4x slower
-        // on burn-flex).
+        // on burn-flex; cuBLASLt takes 2-D operands).
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
         let [_, d_out] = w.dims();
-        let y = x.reshape([rows, dims[D - 1]]).matmul(w);
-        let y = match &self.bias {
-            Some(b) => y + b.val().unsqueeze(),
-            None => y,
-        };
+        let y = <B as LinearBackend>::linear(
+            x.reshape([rows, dims[D - 1]]),
+            w,
+            self.bias.as_ref().map(|b| b.val()),
+            epilogue,
+        );
         let mut out_dims = dims;
         out_dims[D - 1] = d_out;
         y.reshape(out_dims)

@@ -5,6 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
+use vdit_models::ModelBackend;
 use vdit_models::nn::{Linear, to_dtype, to_f32};
 use vdit_models::{Init, Result, Weights};
 
@@ -67,7 +68,7 @@ pub struct T5Attention<B: Backend> {
     pub max_distance: usize,
 }
 
-impl<B: Backend> T5Attention<B> {
+impl<B: ModelBackend> T5Attention<B> {
     /// Loads `q`, `k`, `v`, `o` (and `relative_attention_bias` when `has_bias`) under `w`.
     pub fn load(w: &Weights<B>, c: &T5Config, has_bias: bool) -> Result<Self> {
         let inner = c.inner_dim();

@@ -5,6 +5,7 @@ use std::path::Path;
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, ElementConversion, Int, Tensor};
+use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
 use vdit_models::nn::{Linear, RmsNorm32, to_dtype};
 use vdit_models::safetensors_file::SafetensorsFiles;
@@ -33,7 +34,7 @@ pub struct T5FeedForward<B: Backend> {
     pub activation: T5Activation,
 }
 
-impl<B: Backend> T5FeedForward<B> {
+impl<B: ModelBackend> T5FeedForward<B> {
     fn load(w: &Weights<B>, c: &T5Config) -> Result<Self> {
         let (wi_0, wi_1) = if c.gated {
             (
@@ -82,7 +83,7 @@ pub struct T5Block<B: Backend> {
     pub ffn_norm: RmsNorm32<B>,
 }
 
-impl<B: Backend> T5Block<B> {
+impl<B: ModelBackend> T5Block<B> {
     fn load(w: &Weights<B>, c: &T5Config, has_bias: bool) -> Result<Self> {
         let l0 = w.pp("layer").pp(0);
         let l1 = w.pp("layer").pp(1);
@@ -127,7 +128,7 @@ pub struct T5Encoder<B: Backend> {
     pub config: T5Config,
 }
 
-impl<B: Backend> T5Encoder<B> {
+impl<B: ModelBackend> T5Encoder<B> {
     /// Loads a transformers encoder folder (`config.json` with `architectures`
     /// `["UMT5EncoderModel"]` or `["T5EncoderModel"]`, `model.safetensors` or shards with
     /// `model.safetensors.index.json`) in `dtype` on `device`.

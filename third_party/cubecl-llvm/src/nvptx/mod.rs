@@ -1,0 +1,3 @@
+//! NVPTX-target items that `cubecl-cuda` names.
+
+pub mod ptx_version;

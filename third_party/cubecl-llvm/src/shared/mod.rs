@@ -1,0 +1,3 @@
+//! Target-independent items that `cubecl-cuda` names.
+
+pub mod lowered_features;
