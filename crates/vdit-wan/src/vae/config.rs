@@ -125,7 +125,11 @@ impl WanVaeConfigJson {
         }
         // Each level but the first gets half its input channels from the previous
         // upsampler (`dim // 2`), so the multiplied dims must stay even.
-        if self.dim_mult.iter().any(|m| !(m * base_dim).is_multiple_of(2)) {
+        if self
+            .dim_mult
+            .iter()
+            .any(|m| !(m * base_dim).is_multiple_of(2))
+        {
             return bad(format!(
                 "base dim {base_dim} x dim_mult {:?} must give even channel counts",
                 self.dim_mult
