@@ -21,9 +21,11 @@ enum Command {
     Search(commands::search::Args),
     /// Benchmark attention and denoiser steps (CPU suite by default; `--backend cuda`).
     Bench(commands::bench::Args),
-    /// Run one denoiser forward call from a diffusers model directory and an inputs file.
+    /// Run one forward call (a denoiser, a UMT5 text encoder or the Wan VAE decoder) from a
+    /// model directory and an inputs file.
     Forward(commands::forward::Args),
-    /// Run the denoising loop from precomputed text embeddings to latents.
+    /// Run the denoising loop from text embeddings to latents, or (`--prompt`, Wan2.1) from
+    /// a prompt to an MP4 video.
     Generate(commands::generate::Args),
     /// Regenerate the golden test fixtures with diffusers (Python, CPU).
     Fixtures(commands::fixtures::Args),

@@ -19,6 +19,10 @@ use crate::{ModelError, Result};
 pub const WEIGHTS_NAME: &str = "diffusion_pytorch_model.safetensors";
 /// The diffusers shard index file name.
 pub const WEIGHTS_INDEX_NAME: &str = "diffusion_pytorch_model.safetensors.index.json";
+/// The transformers single weights file name (text encoders).
+pub const TRANSFORMERS_WEIGHTS_NAME: &str = "model.safetensors";
+/// The transformers shard index file name (text encoders).
+pub const TRANSFORMERS_INDEX_NAME: &str = "model.safetensors.index.json";
 
 /// Where one tensor lives.
 #[derive(Debug, Clone)]
@@ -56,14 +60,20 @@ impl SafetensorsFiles {
     /// Opens the weights of a diffusers model directory: the shard index
     /// (`diffusion_pytorch_model.safetensors.index.json`) if present, otherwise
     /// `diffusion_pytorch_model.safetensors`, otherwise the only `*.safetensors` file.
+    /// transformers folders (`model.safetensors.index.json` + shards, or
+    /// `model.safetensors`) are read the same way.
     pub fn open_model_dir(dir: &Path) -> Result<Self> {
-        let index = dir.join(WEIGHTS_INDEX_NAME);
-        if index.is_file() {
-            return Self::open_index(&index);
+        for name in [WEIGHTS_INDEX_NAME, TRANSFORMERS_INDEX_NAME] {
+            let index = dir.join(name);
+            if index.is_file() {
+                return Self::open_index(&index);
+            }
         }
-        let single = dir.join(WEIGHTS_NAME);
-        if single.is_file() {
-            return Self::open(&[single]);
+        for name in [WEIGHTS_NAME, TRANSFORMERS_WEIGHTS_NAME] {
+            let single = dir.join(name);
+            if single.is_file() {
+                return Self::open(&[single]);
+            }
         }
         let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| ModelError::io(dir, e))?

@@ -27,6 +27,7 @@ pub mod block;
 mod config;
 pub mod embeddings;
 mod transformer;
+pub mod vae;
 
 pub use config::{WanConfig, WanConfigJson};
 pub use transformer::{IGNORED_KEYS, WanTransformer3DModel, layout_for};

@@ -690,6 +690,10 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Runs `forward` on backend `B`; returns the output written (as host data).
 pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
+    // Text encoders and the Wan VAE (not denoisers): see `t2v_parts`.
+    if let Some(map) = super::t2v_parts::run_part::<B>(args, device)? {
+        return Ok(map);
+    }
     let t0 = Instant::now();
     super::checks::check_repeats("--repeat", args.repeat)?;
     args.check_paths()?;

@@ -76,8 +76,26 @@ pub struct Args {
     /// Text embeddings (safetensors) under the pipeline's names: `prompt_embeds`,
     /// `negative_prompt_embeds` (CFG); HunyuanVideo also `prompt_attention_mask`,
     /// `pooled_prompt_embeds` and their `negative_` versions (true CFG).
-    #[arg(long, required_unless_present = "random_embeddings")]
+    #[arg(long, required_unless_present_any = ["random_embeddings", "prompt"])]
     pub embeddings: Option<PathBuf>,
+    /// Wan2.1 text to video: the prompt (needs a Wan pipeline folder as `--model-dir`, or
+    /// `--preset wan-tiny --random-weights`); runs the text encoder, the loop and the VAE
+    /// and writes an MP4 to `--out`. `--text-len` is the token count (default 512).
+    #[arg(long, conflicts_with_all = ["embeddings", "random_embeddings"])]
+    pub prompt: Option<String>,
+    /// Negative prompt for classifier-free guidance with `--prompt` (default "").
+    #[arg(long, requires = "prompt")]
+    pub negative_prompt: Option<String>,
+    /// Frames per second of the MP4 (`--prompt`); Wan2.1 videos are 16 fps.
+    #[arg(long, default_value_t = 16)]
+    pub fps: u32,
+    /// Also write every frame as PNG into this folder (`--prompt`).
+    #[arg(long, requires = "prompt")]
+    pub png_frames: Option<PathBuf>,
+    /// Also write the decoded frames as safetensors (`frames`, `[B, F, C, H, W]` f32 in
+    /// [0, 1], like diffusers' `output_type="pt"`) (`--prompt`).
+    #[arg(long, requires = "prompt")]
+    pub save_frames: Option<PathBuf>,
     /// Random text embeddings instead of `--embeddings` (seeded by `--seed`; see
     /// `--text-len`, `--valid-text`): for timing runs without a text encoder.
     #[arg(long, conflicts_with = "embeddings")]
@@ -192,19 +210,19 @@ impl Args {
 
 /// The settings of one run, with each model's defaults, checked before anything loads.
 #[derive(Debug, Clone)]
-struct Settings {
+pub(crate) struct Settings {
     class: ModelClass,
     /// Latent `[F, H, W]` (CogVideoX: before padding).
     latent: [usize; 3],
     sampler: SamplerKind,
-    guidance: f64,
+    pub(crate) guidance: f64,
     shift: Option<f64>,
     true_cfg: f64,
     dynamic_cfg: bool,
 }
 
 impl Settings {
-    fn new(args: &Args, config: &ModelConfig) -> Result<Self> {
+    pub(crate) fn new(args: &Args, config: &ModelConfig) -> Result<Self> {
         let class = config.class();
         let name = class.class_name();
         super::checks::check_steps("--steps", args.steps)?;
@@ -304,6 +322,9 @@ fn cog_frames(config: &ModelConfig, latent: usize) -> Result<LatentFrames> {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
+    if args.prompt.is_some() {
+        return super::t2v_generate::run(args);
+    }
     with_backend!(args.model.backend, |B, device| generate::<B>(
         &args, &device
     )
@@ -471,7 +492,7 @@ pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tens
 }
 
 /// Wan2.1: two separate forwards per step with CFG (diffusers' `WanPipeline`).
-fn generate_wan<B: ModelBackend>(
+pub(crate) fn generate_wan<B: ModelBackend>(
     model: &WanTransformer3DModel<B>,
     args: &Args,
     s: &Settings,

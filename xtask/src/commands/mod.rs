@@ -6,6 +6,8 @@ pub mod fixtures;
 pub mod forward;
 pub mod generate;
 pub mod search;
+pub mod t2v_generate;
+pub mod t2v_parts;
 
 use std::path::PathBuf;
 
