@@ -14,7 +14,7 @@
 //! Reductions are f32 two-pass (mean, then centred sum of squares, like PyTorch's f32
 //! LayerNorm) through shared memory with cube barriers only: no plane operations, so the
 //! kernels run on lavapipe and CUDA alike. All buffers are contiguous row-major; bad shapes
-//! or buffers are a [`KernelError`] and launch nothing. [`reference`] is the f64 CPU oracle.
+//! or buffers are a [`KernelError`](crate::KernelError) and launch nothing. [`mod@reference`] is the f64 CPU oracle.
 
 mod kernels;
 mod launch;
