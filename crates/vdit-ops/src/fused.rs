@@ -194,10 +194,10 @@ fn rms_norm<B: Backend, const D: usize>(
     to_dtype(y, dtype)
 }
 
-/// `vdit_models::nn::rope::apply_interleaved`: `x * cos2 + swap(x) * sin2` in f32 with
-/// per-feature tables, cast back (`x` `[batch, heads, tokens, head_dim]`, tables
-/// `[tokens, head_dim / 2]`).
-fn apply_interleaved<B: Backend>(
+/// Interleaved (GPT-J) rotary embedding in Burn operations: `x * cos2 + swap(x) * sin2` in
+/// f32 with per-feature tables, cast back (`x` `[batch, heads, tokens, head_dim]`, tables
+/// `[tokens, head_dim / 2]`). `vdit_models::nn::rope::apply_interleaved` is this function.
+pub fn apply_interleaved<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,

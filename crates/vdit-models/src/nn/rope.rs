@@ -7,8 +7,6 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::{to_dtype, to_f32};
-
 /// Which precision the frequencies are computed in before the table is stored as f32
 /// (diffusers `get_1d_rotary_pos_embed(freqs_dtype=...)`: Wan uses f64, the default is
 /// f32).
@@ -112,18 +110,5 @@ pub fn apply_interleaved<B: Backend>(
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,
 ) -> Tensor<B, 4> {
-    let dtype = x.dtype();
-    let [b, h, n, d] = x.dims();
-    let half = d / 2;
-    let c = cos.clone().reshape([n, half, 1]);
-    let s = sin.clone().reshape([n, half, 1]);
-    let cos2: Tensor<B, 4> = Tensor::cat(vec![c.clone(), c], 2).reshape([1, 1, n, d]);
-    let sin2: Tensor<B, 4> = Tensor::cat(vec![s.clone().neg(), s], 2).reshape([1, 1, n, d]);
-    let x = to_f32(x);
-    let swapped = x
-        .clone()
-        .reshape([b, h, n, half, 2])
-        .flip([4])
-        .reshape([b, h, n, d]);
-    to_dtype(x * cos2 + swapped * sin2, dtype)
+    vdit_ops::apply_interleaved(x, cos, sin)
 }
