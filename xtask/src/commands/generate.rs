@@ -167,9 +167,10 @@ pub struct Args {
 }
 
 impl Args {
-    /// Checks, before any work, that `--out` can be written and overwrites no input
+    /// Checks, before any work, that `--out` (and `--save-frames`) can be written and
+    /// overwrite no input nor each other
     /// (`--embeddings`, `--initial-latents`, `--sampler-noise`, the model's files,
-    /// `--plan`).
+    /// `--plan`). Text-to-video runs (`--prompt`) check the same before loading anything.
     pub fn check_paths(&self) -> Result<()> {
         let model_files = self.model.input_files();
         let mut inputs: Vec<(&str, &std::path::Path)> =
@@ -183,7 +184,11 @@ impl Args {
                 inputs.push((what, p));
             }
         }
-        super::checks::check_outputs(&[("--out", self.out.as_path())], &inputs)
+        let mut outputs = vec![("--out", self.out.as_path())];
+        if let Some(p) = &self.save_frames {
+            outputs.push(("--save-frames", p.as_path()));
+        }
+        super::checks::check_outputs(&outputs, &inputs)
     }
 
     /// Latent `[frames, height, width]` of model class `class` (VAE strides 4 / 8 / 8;

@@ -157,6 +157,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.fps == 0 {
         bail!("--fps must be positive");
     }
+    args.check_paths()?;
     with_backend!(args.model.backend, |B, device| generate_video::<B>(
         &args, &device
     ))
