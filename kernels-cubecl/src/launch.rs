@@ -102,9 +102,10 @@ pub fn launch<R: Runtime>(
         )));
     }
     let n = problem.qkv_elems();
+    let nkv = problem.kv_elems();
     let mask_dtype = problem.key_padding.unwrap_or(crate::MaskDtype::U32);
     let mask = match bufs.key_padding {
-        Some(h) => (h.clone(), problem.batch * problem.tokens),
+        Some(h) => (h.clone(), problem.batch * problem.kv_tokens),
         None => (layer.dummy_mask.clone(), 1),
     };
     let lse = match bufs.lse {
@@ -114,15 +115,17 @@ pub fn launch<R: Runtime>(
     let m = &layer.meta;
     let count = CubeCount::Static(grid.0, grid.1, grid.2);
     let dtypes = [problem.dtype.storage(), mask_dtype.storage()];
-    let (scale, tokens, heads) = (
+    let (scale, tokens, kv_tokens, heads) = (
         problem.scale_value(),
         problem.tokens as u32,
+        problem.kv_tokens as u32,
         problem.heads as u32,
     );
     // SAFETY: every buffer length was validated against the problem above; the kernels
-    // index q/k/v/out only below `batch*heads*tokens*head_dim`, the mask below
-    // `batch*tokens`, lse below `batch*heads*tokens`, and the layer arrays through offsets
-    // built by `HostLayer::build` for this layer.
+    // index q/out only below `batch*heads*tokens*head_dim`, k/v below
+    // `batch*heads*kv_tokens*head_dim`, the mask below `batch*kv_tokens`, lse below
+    // `batch*heads*tokens`, and the layer arrays through offsets built by `HostLayer` for
+    // this layer (key blocks below `ceil(kv_tokens / block_size)`).
     unsafe {
         let arr = |h: &Handle, len: usize| ArrayArg::from_raw_parts(h.clone(), len);
         match path {
@@ -133,8 +136,8 @@ pub fn launch<R: Runtime>(
                     CubeDim::new_2d(32, tc_warps(block_size) as u32),
                     8,
                     arr(bufs.q, n),
-                    arr(bufs.k, n),
-                    arr(bufs.v, n),
+                    arr(bufs.k, nkv),
+                    arr(bufs.v, nkv),
                     arr(&mask.0, mask.1),
                     arr(bufs.out, n),
                     arr(&lse.0, lse.1),
@@ -143,6 +146,7 @@ pub fn launch<R: Runtime>(
                     arr(&layer.col_idx, layer.col_len),
                     arr(&layer.perm, layer.perm_len),
                     tokens,
+                    kv_tokens,
                     heads,
                     scale,
                     f32::NEG_INFINITY,
@@ -162,8 +166,8 @@ pub fn launch<R: Runtime>(
                 CubeDim::new_2d(tensor_core::LANES as u32, tc_warps(block_size) as u32),
                 8,
                 arr(bufs.q, n),
-                arr(bufs.k, n),
-                arr(bufs.v, n),
+                arr(bufs.k, nkv),
+                arr(bufs.v, nkv),
                 arr(&mask.0, mask.1),
                 arr(bufs.out, n),
                 arr(&lse.0, lse.1),
@@ -172,6 +176,7 @@ pub fn launch<R: Runtime>(
                 arr(&layer.col_idx, layer.col_len),
                 arr(&layer.perm, layer.perm_len),
                 tokens,
+                kv_tokens,
                 heads,
                 scale,
                 f32::NEG_INFINITY,
@@ -188,8 +193,8 @@ pub fn launch<R: Runtime>(
                 count,
                 CubeDim::new_1d(portable::UNITS as u32),
                 arr(bufs.q, n),
-                arr(bufs.k, n),
-                arr(bufs.v, n),
+                arr(bufs.k, nkv),
+                arr(bufs.v, nkv),
                 arr(&mask.0, mask.1),
                 arr(bufs.out, n),
                 arr(&lse.0, lse.1),
@@ -198,6 +203,7 @@ pub fn launch<R: Runtime>(
                 arr(&layer.col_idx, layer.col_len),
                 arr(&layer.perm, layer.perm_len),
                 tokens,
+                kv_tokens,
                 heads,
                 scale,
                 f32::NEG_INFINITY,

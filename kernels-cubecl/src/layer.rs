@@ -13,6 +13,8 @@ pub(crate) const HEAD_INFO_WORDS: usize = 4;
 pub(crate) struct LayerMeta {
     pub heads: usize,
     pub tokens: usize,
+    /// Key/value tokens (`tokens` for a layer compiled from a plan).
+    pub kv_tokens: usize,
     pub block_size: usize,
     pub num_blocks: usize,
     /// Per head: number of computed blocks (0 for skip heads).
@@ -149,10 +151,57 @@ impl HostLayer {
             meta: LayerMeta {
                 heads,
                 tokens,
+                kv_tokens: tokens,
                 block_size,
                 num_blocks,
                 head_nnz,
                 head_table,
+            },
+        })
+    }
+
+    /// Every head computes every key block: `tokens` queries against `kv_tokens` keys in
+    /// natural order (one shared table of `ceil(tokens / block_size)` rows, each listing
+    /// all `ceil(kv_tokens / block_size)` key blocks).
+    pub fn dense_cross(
+        heads: usize,
+        tokens: usize,
+        kv_tokens: usize,
+        block_size: usize,
+    ) -> Result<Self, KernelError> {
+        if heads == 0 || tokens == 0 || kv_tokens == 0 {
+            return Err(KernelError::Layer(format!(
+                "a dense cross layer needs heads, tokens and kv_tokens > 0 \
+                 (got {heads}, {tokens}, {kv_tokens})"
+            )));
+        }
+        if !matches!(block_size, 16 | 32 | 64 | 128) {
+            return Err(KernelError::BlockSize(block_size));
+        }
+        let num_blocks = tokens.div_ceil(block_size);
+        let kv_blocks = kv_tokens.div_ceil(block_size);
+        let nnz = num_blocks * kv_blocks;
+        if nnz >= u32::MAX as usize {
+            return Err(KernelError::Layer(format!(
+                "{nnz} blocks exceed 32-bit table indexing"
+            )));
+        }
+        let row_ptr = (0..=num_blocks).map(|i| (i * kv_blocks) as u32).collect();
+        let col_idx = (0..num_blocks).flat_map(|_| 0..kv_blocks as u32).collect();
+        let head_info = (0..heads).flat_map(|_| [1, 0, 0, nnz as u32]).collect();
+        Ok(HostLayer {
+            head_info,
+            row_ptr,
+            col_idx,
+            perm: vec![0],
+            meta: LayerMeta {
+                heads,
+                tokens,
+                kv_tokens,
+                block_size,
+                num_blocks,
+                head_nnz: vec![nnz; heads],
+                head_table: vec![Some(0); heads],
             },
         })
     }
@@ -164,9 +213,30 @@ impl<R: Runtime> DeviceLayer<R> {
     /// accepted. A layer whose heads are all [`HeadSlot::Skip`] is valid (it only writes
     /// zeros); its token count is then taken from the problem at launch.
     pub fn upload(client: &ComputeClient<R>, layer: &CompiledLayer) -> Result<Self, KernelError> {
-        let host = HostLayer::build(layer)?;
+        Ok(Self::from_host(client, HostLayer::build(layer)?))
+    }
+
+    /// A dense cross-attention layer: `heads` heads of `tokens` queries, each attending to
+    /// all `kv_tokens` keys (no permutation, no skipped heads). Run it with
+    /// [`crate::SparseAttention::cross`] of the same lengths. `block_size` (16, 32, 64 or
+    /// 128) is the query tile of the table; 64 or 128 select the tensor-core kernels.
+    ///
+    /// # Errors
+    /// Zero sizes, an unsupported block size, a table past 32-bit indexing.
+    pub fn dense_cross(
+        client: &ComputeClient<R>,
+        heads: usize,
+        tokens: usize,
+        kv_tokens: usize,
+        block_size: usize,
+    ) -> Result<Self, KernelError> {
+        let host = HostLayer::dense_cross(heads, tokens, kv_tokens, block_size)?;
+        Ok(Self::from_host(client, host))
+    }
+
+    fn from_host(client: &ComputeClient<R>, host: HostLayer) -> Self {
         let up = |v: &[u32]| client.create_from_slice(u32::as_bytes(v));
-        Ok(DeviceLayer {
+        DeviceLayer {
             head_info: up(&host.head_info),
             row_ptr: up(&host.row_ptr),
             col_idx: up(&host.col_idx),
@@ -178,7 +248,7 @@ impl<R: Runtime> DeviceLayer<R> {
             perm_len: host.perm.len(),
             meta: host.meta,
             _runtime: std::marker::PhantomData,
-        })
+        }
     }
 
     /// Number of heads.
@@ -189,6 +259,11 @@ impl<R: Runtime> DeviceLayer<R> {
     /// Tokens of the layout (0 for an all-skip layer, which accepts any token count).
     pub fn tokens(&self) -> usize {
         self.meta.tokens
+    }
+
+    /// Key/value tokens (= [`Self::tokens`] except for [`Self::dense_cross`] layers).
+    pub fn kv_tokens(&self) -> usize {
+        self.meta.kv_tokens
     }
 
     /// Block size of the tables (0 for an all-skip layer).

@@ -84,17 +84,22 @@ pub enum KernelPath {
     Portable,
 }
 
-/// One sparse attention call: `[batch, heads, tokens, head_dim]` contiguous Q, K, V and
-/// output, optional key padding `[batch, tokens]` and optional lse `[batch, heads, tokens]`
-/// (f32, natural token order).
+/// One sparse attention call: `[batch, heads, tokens, head_dim]` contiguous Q and output,
+/// `[batch, heads, kv_tokens, head_dim]` contiguous K and V (`kv_tokens == tokens` for
+/// self-attention; a different key length for cross-attention on a
+/// [`crate::DeviceLayer::dense_cross`] layer), optional key padding `[batch, kv_tokens]` and
+/// optional lse `[batch, heads, tokens]` (f32, natural token order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparseAttention {
     /// Batch size.
     pub batch: usize,
     /// Heads (must equal the layer's heads).
     pub heads: usize,
-    /// Tokens (must equal the layer's layout tokens).
+    /// Query tokens (must equal the layer's layout tokens).
     pub tokens: usize,
+    /// Key/value tokens (must equal the layer's key length: `tokens` for every layer
+    /// compiled from a plan).
+    pub kv_tokens: usize,
     /// Head dimension (multiple of 16, at most 128 on the portable path).
     pub head_dim: usize,
     /// Element type of Q, K, V and output.
@@ -122,12 +127,29 @@ impl SparseAttention {
             batch,
             heads,
             tokens,
+            kv_tokens: tokens,
             head_dim,
             dtype,
             scale: None,
             key_padding: None,
             want_lse: false,
             path: KernelPath::Auto,
+        }
+    }
+
+    /// Dense cross-attention of `tokens` queries on `kv_tokens` keys (run it on a
+    /// [`crate::DeviceLayer::dense_cross`] layer of the same lengths).
+    pub fn cross(
+        batch: usize,
+        heads: usize,
+        tokens: usize,
+        kv_tokens: usize,
+        head_dim: usize,
+        dtype: AttnDtype,
+    ) -> Self {
+        SparseAttention {
+            kv_tokens,
+            ..Self::new(batch, heads, tokens, head_dim, dtype)
         }
     }
 
@@ -160,16 +182,22 @@ impl SparseAttention {
         self.scale.unwrap_or(1.0 / (self.head_dim as f32).sqrt())
     }
 
-    /// Elements of Q (= K = V = output).
+    /// Elements of Q (= output; = K = V for self-attention).
     pub fn qkv_elems(&self) -> usize {
         self.batch * self.heads * self.tokens * self.head_dim
     }
 
-    /// Dense FLOPs `4 * B * H * L^2 * D`.
+    /// Elements of K (= V).
+    pub fn kv_elems(&self) -> usize {
+        self.batch * self.heads * self.kv_tokens * self.head_dim
+    }
+
+    /// Dense FLOPs `4 * B * H * L * L_kv * D`.
     pub fn dense_flops(&self) -> f64 {
         4.0 * self.batch as f64
             * self.heads as f64
-            * (self.tokens as f64).powi(2)
+            * self.tokens as f64
+            * self.kv_tokens as f64
             * self.head_dim as f64
     }
 
@@ -179,6 +207,7 @@ impl SparseAttention {
             ("batch", self.batch),
             ("heads", self.heads),
             ("tokens", self.tokens),
+            ("kv_tokens", self.kv_tokens),
         ] {
             if v == 0 {
                 return Err(KernelError::Shape {
@@ -199,10 +228,10 @@ impl SparseAttention {
         {
             return Err(KernelError::Option(format!("scale {s} is not finite")));
         }
-        if self.qkv_elems() >= u32::MAX as usize {
+        let widest = self.qkv_elems().max(self.kv_elems());
+        if widest >= u32::MAX as usize {
             return Err(KernelError::Option(format!(
-                "{} elements per tensor exceed 32-bit indexing",
-                self.qkv_elems()
+                "{widest} elements per tensor exceed 32-bit indexing"
             )));
         }
         Ok(())

@@ -123,6 +123,94 @@ pub fn sparse_attention_reference(
     Ok((out, lse))
 }
 
+/// Reference dense cross-attention, computed in f64: `q` `[batch, heads, tokens, head_dim]`
+/// attends to every key of `k`, `v` `[batch, heads, kv_tokens, head_dim]` except those
+/// with `key_padding[b * kv_tokens + j] == false`. Returns `(out, lse)` like
+/// [`sparse_attention_reference`] (rows whose every key is padded: output 0, lse `-inf`).
+#[allow(clippy::too_many_arguments)]
+pub fn cross_attention_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    batch: usize,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+    key_padding: Option<&[bool]>,
+) -> Result<(Vec<f32>, Vec<f32>), KernelError> {
+    let per_token = batch * heads * head_dim;
+    for (field, len) in [("q.len", q.len()), ("k.len", k.len())] {
+        if per_token == 0 || len == 0 || !len.is_multiple_of(per_token) {
+            return Err(KernelError::Shape {
+                field,
+                expected: per_token,
+                got: len,
+            });
+        }
+    }
+    if v.len() != k.len() {
+        return Err(KernelError::Shape {
+            field: "v.len",
+            expected: k.len(),
+            got: v.len(),
+        });
+    }
+    let (tokens, kv_tokens, d) = (q.len() / per_token, k.len() / per_token, head_dim);
+    if let Some(m) = key_padding
+        && m.len() != batch * kv_tokens
+    {
+        return Err(KernelError::Shape {
+            field: "key_padding.len",
+            expected: batch * kv_tokens,
+            got: m.len(),
+        });
+    }
+    let mut out = vec![0f32; q.len()];
+    let mut lse = vec![f32::NEG_INFINITY; batch * heads * tokens];
+    for b in 0..batch {
+        let keys: Vec<usize> = (0..kv_tokens)
+            .filter(|&j| key_padding.is_none_or(|m| m[b * kv_tokens + j]))
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        for h in 0..heads {
+            let (qb, kb) = (
+                (b * heads + h) * tokens * d,
+                (b * heads + h) * kv_tokens * d,
+            );
+            for i in 0..tokens {
+                let qrow = &q[qb + i * d..qb + (i + 1) * d];
+                let s: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| {
+                        let krow = &k[kb + j * d..kb + (j + 1) * d];
+                        let dot: f64 = qrow
+                            .iter()
+                            .zip(krow)
+                            .map(|(&a, &c)| a as f64 * c as f64)
+                            .sum();
+                        dot * scale as f64
+                    })
+                    .collect();
+                let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let p: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = p.iter().sum();
+                for c in 0..d {
+                    let o: f64 = keys
+                        .iter()
+                        .zip(&p)
+                        .map(|(&j, w)| w * v[kb + j * d + c] as f64)
+                        .sum();
+                    out[qb + i * d + c] = (o / z) as f32;
+                }
+                lse[(b * heads + h) * tokens + i] = (m + z.ln()) as f32;
+            }
+        }
+    }
+    Ok((out, lse))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +285,31 @@ mod tests {
             }
         }
         assert!(sparse_attention_reference(&q, &k, &v, &layer, 1, 3, d, scale, None).is_err());
+    }
+
+    /// With as many keys as queries, dense cross-attention is the dense layer of the
+    /// block-table reference (two independent code paths agree).
+    #[test]
+    fn cross_reference_matches_dense_table_reference() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let layout = VideoLayout::new(2, 3, 5).unwrap();
+        let (n, d, heads, batch) = (layout.total_tokens(), 16, 2, 2);
+        let layer = CompiledLayer::compile(&[Pattern::Dense, Pattern::Dense], &layout, 8).unwrap();
+        let mut r =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let len = batch * heads * n * d;
+        let (q, k, v) = (r(len), r(len), r(len));
+        let mut pad: Vec<bool> = (0..batch * n).map(|i| i % 7 != 2).collect();
+        pad[n..].iter_mut().for_each(|x| *x = false); // batch 1: every key padded
+        let (a, la) =
+            sparse_attention_reference(&q, &k, &v, &layer, batch, heads, d, 0.4, Some(&pad))
+                .unwrap();
+        let (b, lb) =
+            cross_attention_reference(&q, &k, &v, batch, heads, d, 0.4, Some(&pad)).unwrap();
+        for (x, y) in a.iter().zip(&b).chain(la.iter().zip(&lb)) {
+            assert!(x == y || (x - y).abs() < 1e-6, "{x} vs {y}");
+        }
+        assert!(b[len / 2..].iter().all(|&x| x == 0.0));
+        assert!(cross_attention_reference(&q, &k[1..], &v, batch, heads, d, 0.4, None).is_err());
     }
 }

@@ -37,6 +37,13 @@ pub(crate) fn validate<R: Runtime>(
             got: p.tokens,
         });
     }
+    if layer.meta.tokens != 0 && p.kv_tokens != layer.meta.kv_tokens {
+        return Err(KernelError::Shape {
+            field: "kv_tokens",
+            expected: layer.meta.kv_tokens,
+            got: p.kv_tokens,
+        });
+    }
     let f = client.features();
     if !f.supports_type(p.dtype.storage()) {
         return Err(KernelError::Dtype {
@@ -44,12 +51,13 @@ pub(crate) fn validate<R: Runtime>(
             reason: "the device cannot store it".into(),
         });
     }
-    let bytes = p.qkv_elems() * p.dtype.size();
-    for (name, h) in [
-        ("q", bufs.q),
-        ("k", bufs.k),
-        ("v", bufs.v),
-        ("out", bufs.out),
+    let q_bytes = p.qkv_elems() * p.dtype.size();
+    let kv_bytes = p.kv_elems() * p.dtype.size();
+    for (name, h, bytes) in [
+        ("q", bufs.q, q_bytes),
+        ("k", bufs.k, kv_bytes),
+        ("v", bufs.v, kv_bytes),
+        ("out", bufs.out, q_bytes),
     ] {
         check_buffer(name, h, bytes)?;
     }
@@ -61,7 +69,7 @@ pub(crate) fn validate<R: Runtime>(
                     reason: format!("{dt:?} masks are not supported here"),
                 });
             }
-            check_buffer("key_padding", h, p.batch * p.tokens * dt.size())?;
+            check_buffer("key_padding", h, p.batch * p.kv_tokens * dt.size())?;
         }
         (None, None) => {}
         _ => {

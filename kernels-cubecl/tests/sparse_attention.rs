@@ -105,6 +105,18 @@ macro_rules! testgen_sparse_attention {
             }
 
             #[test]
+            fn cross_attention_matches_reference() {
+                let Some(dev) = device() else { return };
+                for path in $paths {
+                    suite::cross_attention::<R>(&dev, AttnDtype::F32, path, 16, 64);
+                    for &block in $blocks {
+                        suite::cross_attention::<R>(&dev, AttnDtype::F16, path, block, 128);
+                        suite::cross_attention::<R>(&dev, AttnDtype::BF16, path, block, 64);
+                    }
+                }
+            }
+
+            #[test]
             fn bad_input_is_a_typed_error() {
                 let Some(dev) = device() else { return };
                 suite::bad_input::<R>(&dev);

@@ -6,7 +6,7 @@ use burn::tensor::{Bool, Tensor, TensorData};
 use vdit_patterns::VideoLayout;
 
 use crate::cpu::{self, Dims};
-use crate::{AttentionError, PreparedLayer};
+use crate::{AttentionError, PreparedCross, PreparedLayer};
 
 /// Options of one attention call.
 #[derive(Debug, Clone)]
@@ -63,6 +63,20 @@ pub trait SparseAttentionBackend: Backend {
         options: &AttentionOptions<Self>,
     ) -> Result<AttentionOutput<Self>, AttentionError> {
         cpu_sparse_attention(q, k, v, layer, options)
+    }
+
+    /// Runs dense cross-attention (queries and keys of different lengths; shapes already
+    /// checked by [`cross_attention`]). The provided method is [`burn_cross_attention`];
+    /// CubeCL backends override it with one launch of the flash kernel.
+    fn cross_attention(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        prepared: &PreparedCross,
+        options: &AttentionOptions<Self>,
+    ) -> Result<AttentionOutput<Self>, AttentionError> {
+        let _ = prepared;
+        Ok(burn_cross_attention(q, k, v, options))
     }
 }
 
@@ -192,30 +206,139 @@ pub fn attention<B: SparseAttentionBackend>(
             let dense = PreparedLayer::dense(heads, layout, 64)?;
             B::sparse_attention(q, k, v, &dense, options)
         }
-        _ => {
-            // Dense: Burn's own fused attention. Leaving the scale unset when it is the
-            // default keeps burn-cubecl on its flash-attention path.
-            let default_scale = 1.0 / (head_dim as f64).sqrt();
-            let scale = options
-                .scale
-                .filter(|s| (s - default_scale).abs() > 1e-12 * default_scale);
-            let output = burn::tensor::module::attention(
-                q.clone(),
-                k.clone(),
-                v.clone(),
-                None,
-                None,
-                AttentionModuleOptions {
-                    scale,
-                    ..Default::default()
-                },
-            );
-            Ok(AttentionOutput {
-                output: propagate_nan(output, q, k, v),
-                lse: None,
-            })
-        }
+        _ => Ok(AttentionOutput {
+            output: burn_dense(q, k, v, options.scale),
+            lse: None,
+        }),
     }
+}
+
+/// Dense cross-attention: every query row of `q` `[batch, heads, tokens, head_dim]`
+/// attends to every valid key of `k`, `v` `[batch, heads, kv_tokens, head_dim]`.
+///
+/// `options.key_padding` is `[batch, kv_tokens]` (`true` = valid key); a row whose keys
+/// are all padded outputs zeros (lse `-inf`). Runs on the backend's
+/// [`SparseAttentionBackend::cross_attention`] (one flash-kernel launch on CubeCL
+/// backends; device tables cached in `prepared`).
+///
+/// # Errors
+/// Shapes that disagree with each other or with `prepared`, a dtype or head dim the
+/// backend cannot run.
+pub fn cross_attention<B: SparseAttentionBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    prepared: &PreparedCross,
+    options: &AttentionOptions<B>,
+) -> Result<AttentionOutput<B>, AttentionError> {
+    let [batch, heads, tokens, head_dim] = q.dims();
+    let [kb, kh, kv_tokens, kd] = k.dims();
+    if [kb, kh, kd] != [batch, heads, head_dim] || v.dims() != k.dims() {
+        return Err(AttentionError::Shape(format!(
+            "cross-attention q {:?}, k {:?}, v {:?}: k and v must be [{batch}, {heads}, kv_tokens, {head_dim}]",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )));
+    }
+    if [heads, tokens, kv_tokens] != [prepared.heads(), prepared.tokens(), prepared.kv_tokens()] {
+        return Err(AttentionError::Shape(format!(
+            "cross-attention of {heads} heads, {tokens} x {kv_tokens} tokens does not match the prepared {prepared:?}"
+        )));
+    }
+    if batch == 0 || head_dim == 0 {
+        return Err(AttentionError::Shape(format!(
+            "empty dimension in {:?}",
+            q.dims()
+        )));
+    }
+    if let Some(p) = &options.key_padding
+        && p.dims() != [batch, kv_tokens]
+    {
+        return Err(AttentionError::Shape(format!(
+            "key padding is {:?}, expected [{batch}, {kv_tokens}]",
+            p.dims()
+        )));
+    }
+    B::cross_attention(q, k, v, prepared, options)
+}
+
+/// Dense cross-attention in Burn operations (the default of
+/// [`SparseAttentionBackend::cross_attention`]). Without key padding or lse it is Burn's
+/// own `attention` (what the models called before this operator existed, so CPU results
+/// do not move); otherwise an f32 composition (scores, masked max, exp, sums) that gives
+/// padded rows zeros and lse `-inf`.
+pub fn burn_cross_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    options: &AttentionOptions<B>,
+) -> AttentionOutput<B> {
+    let [batch, heads, tokens, head_dim] = q.dims();
+    let kv_tokens = k.dims()[2];
+    if options.key_padding.is_none() && !options.want_lse {
+        return AttentionOutput {
+            output: burn_dense(q, k, v, options.scale),
+            lse: None,
+        };
+    }
+    let dtype = q.dtype();
+    let f32 = |t: Tensor<B, 4>| t.cast(burn::tensor::DType::F32);
+    let scale = options.scale.unwrap_or(1.0 / (head_dim as f64).sqrt());
+    let mut s = f32(q).matmul(f32(k).swap_dims(2, 3)) * scale;
+    let shape = [batch, heads, tokens, kv_tokens];
+    if let Some(p) = &options.key_padding {
+        let padded = p
+            .clone()
+            .bool_not()
+            .reshape([batch, 1, 1, kv_tokens])
+            .expand(shape);
+        s = s.mask_fill(padded, f32::NEG_INFINITY);
+    }
+    let m = s.clone().max_dim(3);
+    // Rows with every key padded have max -inf: shift them by 0 so exp gives zeros.
+    let m_safe = m.clone().mask_fill(m.lower_elem(-f32::MAX), 0.0);
+    let e = (s - m_safe.clone().expand(shape)).exp();
+    let z = e.clone().sum_dim(3);
+    let empty = z.clone().equal_elem(0.0);
+    let out = e.matmul(f32(v)) / z.clone().mask_fill(empty.clone(), 1.0);
+    let lse = options.want_lse.then(|| {
+        (m_safe + z.log())
+            .reshape([batch, heads, tokens])
+            .mask_fill(
+                empty.clone().reshape([batch, heads, tokens]),
+                f32::NEG_INFINITY,
+            )
+    });
+    AttentionOutput {
+        output: out.cast(dtype),
+        lse,
+    }
+}
+
+/// Dense attention through Burn's own `attention` (NaN inputs propagated as PyTorch
+/// does). Leaving the scale unset when it is the default keeps burn-cubecl on its
+/// flash-attention path.
+fn burn_dense<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: Option<f64>,
+) -> Tensor<B, 4> {
+    let default_scale = 1.0 / (q.dims()[3] as f64).sqrt();
+    let scale = scale.filter(|s| (s - default_scale).abs() > 1e-12 * default_scale);
+    let output = burn::tensor::module::attention(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        None,
+        None,
+        AttentionModuleOptions {
+            scale,
+            ..Default::default()
+        },
+    );
+    propagate_nan(output, q, k, v)
 }
 
 /// `output` with NaN wherever PyTorch's attention would produce NaN from a NaN in `q`, `k`

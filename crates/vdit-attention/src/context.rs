@@ -1,11 +1,14 @@
 //! What a model's forward pass carries: layout, compiled plan, step and capture hook.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::tensor::{Bool, Tensor, TensorData};
 use vdit_patterns::{CompiledLayer, Plan, TableCache, VideoLayout};
 
-use crate::{AttentionError, AttentionOptions, PreparedLayer, SparseAttentionBackend, attention};
+use crate::{
+    AttentionError, AttentionOptions, PreparedCross, PreparedLayer, SparseAttentionBackend,
+    attention, cross_attention,
+};
 
 /// Every layer of a [`Plan`] compiled for one layout. Identical patterns share one block
 /// table across layers and step ranges.
@@ -127,6 +130,7 @@ pub struct AttentionContext {
     step: usize,
     capture: Option<Arc<dyn CaptureHook>>,
     dense: Arc<OnceLock<PreparedLayer>>,
+    cross: Arc<Mutex<Vec<Arc<PreparedCross>>>>,
 }
 
 impl std::fmt::Debug for AttentionContext {
@@ -149,6 +153,7 @@ impl AttentionContext {
             step: 0,
             capture: None,
             dense: Arc::new(OnceLock::new()),
+            cross: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -196,6 +201,44 @@ impl AttentionContext {
     /// The compiled plan, if any.
     pub fn plan(&self) -> Option<&AttentionPlan> {
         self.plan.as_deref()
+    }
+
+    /// Dense cross-attention (video queries to text keys) on the backend's kernel; the
+    /// device table of each (heads, tokens, kv_tokens) shape is built once per context
+    /// (shared by its clones and steps).
+    ///
+    /// # Shapes
+    /// `q` `[batch, heads, tokens, head_dim]`, `k`, `v` `[batch, heads, kv_tokens,
+    /// head_dim]`, `key_padding` `[batch, kv_tokens]` (`true` = valid key). Returns
+    /// `[batch, heads, tokens, head_dim]`.
+    pub fn cross_attention<B: SparseAttentionBackend>(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        key_padding: Option<Tensor<B, 2, Bool>>,
+    ) -> Result<Tensor<B, 4>, AttentionError> {
+        let [_, heads, tokens, _] = q.dims();
+        let kv_tokens = k.dims()[2];
+        let prepared = {
+            let mut cache = self.cross.lock().unwrap_or_else(|e| e.into_inner());
+            let found = cache
+                .iter()
+                .find(|p| (p.heads(), p.tokens(), p.kv_tokens()) == (heads, tokens, kv_tokens));
+            match found {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(PreparedCross::new(heads, tokens, kv_tokens)?);
+                    cache.push(p.clone());
+                    p
+                }
+            }
+        };
+        let opts = AttentionOptions {
+            key_padding,
+            ..Default::default()
+        };
+        Ok(cross_attention(q, k, v, &prepared, &opts)?.output)
     }
 
     /// Self-attention of layer `layer` through the plan (dense without one).

@@ -12,6 +12,8 @@
 //!   CubeCL backends (`burn_cubecl::CubeBackend`), which run one kernel launch per layer.
 //!   Other backends do not implement the trait, so using them is a compile-time error.
 //! - [`PreparedLayer`] is one layer's compiled, grouped patterns (built once, cached).
+//! - [`cross_attention`] is dense attention from the video tokens to a short key side
+//!   (text), on the same kernels ([`PreparedCross`] caches its device table).
 //! - [`AttentionPlan`] compiles every layer of a [`vdit_patterns::Plan`] for one layout.
 //! - [`AttentionContext`] is what a model's forward pass carries: layout, plan, step and
 //!   an optional [`CaptureHook`] that observes q/k/v (and the dense output) of chosen
@@ -53,8 +55,11 @@ mod cube;
 mod error;
 mod layer;
 
-pub use backend::{AttentionOptions, AttentionOutput, SparseAttentionBackend, attention};
+pub use backend::{
+    AttentionOptions, AttentionOutput, SparseAttentionBackend, attention, burn_cross_attention,
+    cross_attention,
+};
 pub use context::{AttentionContext, AttentionPlan, CaptureHook, CapturedAttention};
 pub use error::AttentionError;
-pub use layer::PreparedLayer;
+pub use layer::{PreparedCross, PreparedLayer};
 pub use vdit_patterns;

@@ -4,7 +4,6 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::AttentionModuleOptions;
 use vdit_attention::AttentionContext;
 use vdit_models::ModelBackend;
 use vdit_models::nn::{Linear, RmsNorm32};
@@ -107,19 +106,38 @@ impl<B: ModelBackend> WanAttention<B> {
         Ok(self.merge_heads(out))
     }
 
-    /// Dense cross-attention from video tokens `x` `[B, N, D]` to text `[B, L, D]`.
-    pub fn cross_attention(&self, x: Tensor<B, 3>, text: Tensor<B, 3>) -> Tensor<B, 3> {
-        let q = self.norm_q.forward(self.to_q.forward(x));
-        let k = self.norm_k.forward(self.to_k.forward(text.clone()));
-        let v = self.to_v.forward(text);
-        let out = burn::tensor::module::attention(
-            self.split_heads(q),
-            self.split_heads(k),
-            self.split_heads(v),
+    /// Dense cross-attention from video tokens `x` `[B, N, D]` to text `[B, L, D]`, on the
+    /// backend's cross-attention kernel ([`AttentionContext::cross_attention`]).
+    pub fn cross_attention(
+        &self,
+        x: Tensor<B, 3>,
+        text: Tensor<B, 3>,
+        ctx: &AttentionContext,
+    ) -> Result<Tensor<B, 3>>
+    where
+        B: ModelBackend,
+    {
+        let (wq, wk) = (self.norm_q.weight.val(), self.norm_k.weight.val());
+        let q = B::qk_norm_rope(
+            self.to_q.forward(x),
+            self.heads,
+            QkNorm::RmsHidden {
+                weight: &wq,
+                eps: self.norm_q.eps,
+            },
             None,
-            None,
-            AttentionModuleOptions::default(),
         );
-        self.merge_heads(out)
+        let k = B::qk_norm_rope(
+            self.to_k.forward(text.clone()),
+            self.heads,
+            QkNorm::RmsHidden {
+                weight: &wk,
+                eps: self.norm_k.eps,
+            },
+            None,
+        );
+        let v = self.split_heads(self.to_v.forward(text));
+        let out = ctx.cross_attention::<B>(q, k, v, None)?;
+        Ok(self.merge_heads(out))
     }
 }

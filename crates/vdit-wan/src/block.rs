@@ -114,7 +114,7 @@ impl<B: ModelBackend> WanBlock<B> {
             }
             None => x.clone(),
         };
-        let x = x + self.attn2.cross_attention(h, text);
+        let x = x + self.attn2.cross_attention(h, text, ctx)?;
 
         let plain = LayerNormParams {
             eps: self.norm3.eps,

@@ -27,14 +27,21 @@ fn tiny_forward_on_wgpu_matches_burn_flex() {
     let gpu_dev = WgpuDevice::Cpu;
     let gpu = WanTransformer3DModel::<Gpu>::load(&fixture(name), DType::F32, &gpu_dev).unwrap();
     let before = fused_launch_count();
+    let attn_before = vdit_kernels::launch_count();
     let out = gpu.forward_inputs(&inputs(name), None, &gpu_dev).unwrap();
-    // Per block: norm1, norm3 (+ norm2), two gated residuals, q and k.
+    // Per block: norm1, norm3 (+ norm2), two gated residuals, self q and k, cross q and k.
     let per_block: u64 = gpu
         .blocks
         .iter()
-        .map(|b| 6 + u64::from(b.norm2.is_some()))
+        .map(|b| 8 + u64::from(b.norm2.is_some()))
         .sum();
     assert_eq!(fused_launch_count() - before, per_block, "fused launches");
+    // Self- and cross-attention: one flash-kernel launch each per block.
+    assert_eq!(
+        vdit_kernels::launch_count() - attn_before,
+        2 * gpu.blocks.len() as u64,
+        "attention launches"
+    );
     let got: Vec<f32> = out.into_data().into_vec().unwrap();
 
     assert_eq!(got.len(), want.len());

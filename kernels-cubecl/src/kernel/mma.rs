@@ -581,6 +581,7 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
     col_idx: &Array<u32>,
     perm: &Array<u32>,
     tokens: u32,
+    kv_tokens: u32,
     heads: u32,
     scale: f32,
     neg_inf: f32,
@@ -618,6 +619,7 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
     let bh = b * heads + h;
     let base = bh as usize * tokens as usize * head_dim;
     let base_v = base / vn;
+    let base_kv_v = bh as usize * kv_tokens as usize * head_dim / vn;
 
     if kind == 0 {
         for i in range_stepped(UNIT_POS, (bq * head_dim) as u32, threads) {
@@ -704,9 +706,9 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                     &mut sk,
                     &mut sv,
                     0usize,
-                    base_v,
+                    base_kv_v,
                     p0,
-                    tokens,
+                    kv_tokens,
                     permuted,
                     perm,
                     BK,
@@ -734,9 +736,9 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                             &mut sk,
                             &mut sv,
                             buf,
-                            base_v,
+                            base_kv_v,
                             p1,
-                            tokens,
+                            kv_tokens,
                             permuted,
                             perm,
                             BK,
@@ -754,9 +756,9 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                             &mut sk,
                             &mut sv,
                             0usize,
-                            base_v,
+                            base_kv_v,
                             p1,
-                            tokens,
+                            kv_tokens,
                             permuted,
                             perm,
                             BK,
@@ -770,12 +772,12 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                     }
                 }
                 let k0 = tile_k0(col_idx, start, i, block_size);
-                if k0 < tokens {
+                if k0 < kv_tokens {
                     let off = par as usize * buf;
-                    let full = scale_pos && k0 + BK as u32 <= tokens;
+                    let full = scale_pos && k0 + BK as u32 <= kv_tokens;
                     attend_tile::<F, M>(
                         &def, &sk, &sv, off, off, k_addr, v_addr, &qf, &mut acc, &mut st, key_mask,
-                        perm, permuted, b, t, k0, tokens, scale, full, head_dim, has_mask, fast,
+                        perm, permuted, b, t, k0, kv_tokens, scale, full, head_dim, has_mask, fast,
                     );
                 }
             }
@@ -784,22 +786,22 @@ pub(crate) fn sparse_attn_mma<F: Float, M: Int, N: Size>(
                 let kb = col_idx[e as usize];
                 for c in 0..comptime!(block_size / BK) as u32 {
                     let k0 = kb * block_size as u32 + c * BK as u32;
-                    if k0 < tokens {
+                    if k0 < kv_tokens {
                         sync_cube();
                         load_rows_mma::<F, N>(
-                            k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
+                            k, &mut sk, base_kv_v, k0, kv_tokens, permuted, perm, BK, head_dim, ds,
                             nthreads,
                         );
                         load_rows_mma::<F, N>(
-                            v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
+                            v, &mut sv, base_kv_v, k0, kv_tokens, permuted, perm, BK, head_dim, ds,
                             nthreads,
                         );
                         sync_cube();
 
-                        let full = scale_pos && k0 + BK as u32 <= tokens;
+                        let full = scale_pos && k0 + BK as u32 <= kv_tokens;
                         attend_tile::<F, M>(
                             &def, &sk, &sv, 0usize, 0usize, k_addr, v_addr, &qf, &mut acc, &mut st,
-                            key_mask, perm, permuted, b, t, k0, tokens, scale, full, head_dim,
+                            key_mask, perm, permuted, b, t, k0, kv_tokens, scale, full, head_dim,
                             has_mask, fast,
                         );
                     }

@@ -45,6 +45,7 @@ pub(crate) fn sparse_attn_portable<F: Float, M: Int>(
     col_idx: &Array<u32>,
     perm: &Array<u32>,
     tokens: u32,
+    kv_tokens: u32,
     heads: u32,
     scale: f32,
     neg_inf: f32,
@@ -75,6 +76,7 @@ pub(crate) fn sparse_attn_portable<F: Float, M: Int>(
 
     let bh = b * heads + h;
     let base = bh as usize * tokens as usize * head_dim;
+    let base_kv = bh as usize * kv_tokens as usize * head_dim;
     let p = row0 + r;
     let valid_row = p < tokens;
     let mut nat_row = 0u32;
@@ -114,7 +116,7 @@ pub(crate) fn sparse_attn_portable<F: Float, M: Int>(
             let kb = col_idx[e as usize];
             for c in 0..chunks as u32 {
                 let k0 = kb * block_size as u32 + c * tk as u32;
-                if k0 < tokens {
+                if k0 < kv_tokens {
                     sync_cube();
                     // K chunk.
                     for i in range_stepped(unit, (tk * head_dim) as u32, UNITS as u32) {
@@ -122,9 +124,9 @@ pub(crate) fn sparse_attn_portable<F: Float, M: Int>(
                         let d = i % head_dim as u32;
                         let kp = k0 + kr;
                         let mut val = 0.0f32;
-                        if kp < tokens {
+                        if kp < kv_tokens {
                             let n = natural(kp, permuted, perm);
-                            val = f32::cast_from(k[base + n as usize * head_dim + d as usize]);
+                            val = f32::cast_from(k[base_kv + n as usize * head_dim + d as usize]);
                         }
                         skv[i as usize] = val;
                     }
@@ -133,7 +135,7 @@ pub(crate) fn sparse_attn_portable<F: Float, M: Int>(
                     for cc in range_stepped(sub, tk as u32, UPR as u32) {
                         let kp = k0 + cc;
                         let mut s = masked;
-                        if kp < tokens {
+                        if kp < kv_tokens {
                             let mut dot = 0.0f32;
                             for d in 0..head_dim {
                                 dot +=
@@ -142,7 +144,7 @@ pub(crate) fn sparse_attn_portable<F: Float, M: Int>(
                             s = dot;
                             if comptime!(has_mask) {
                                 let n = natural(kp, permuted, perm);
-                                if key_mask[b as usize * tokens as usize + n as usize]
+                                if key_mask[b as usize * kv_tokens as usize + n as usize]
                                     == M::from_int(0)
                                 {
                                     s = masked;
@@ -158,9 +160,9 @@ pub(crate) fn sparse_attn_portable<F: Float, M: Int>(
                         let d = i % head_dim as u32;
                         let kp = k0 + kr;
                         let mut val = 0.0f32;
-                        if kp < tokens {
+                        if kp < kv_tokens {
                             let n = natural(kp, permuted, perm);
-                            val = f32::cast_from(v[base + n as usize * head_dim + d as usize]);
+                            val = f32::cast_from(v[base_kv + n as usize * head_dim + d as usize]);
                         }
                         skv[i as usize] = val;
                     }

@@ -179,6 +179,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
     col_idx: &Array<u32>,
     perm: &Array<u32>,
     tokens: u32,
+    kv_tokens: u32,
     heads: u32,
     scale: f32,
     neg_inf: f32,
@@ -220,6 +221,7 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
     let bh = b * heads + h;
     let base = bh as usize * tokens as usize * head_dim;
     let base_v = base / vn;
+    let base_kv_v = bh as usize * kv_tokens as usize * head_dim / vn;
 
     if kind == 0 {
         for i in range_stepped(UNIT_POS, (bq * head_dim) as u32, threads) {
@@ -300,19 +302,20 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
             let kb = col_idx[e as usize];
             for c in 0..comptime!(block_size / BK) as u32 {
                 let k0 = kb * block_size as u32 + c * BK as u32;
-                if k0 < tokens {
+                if k0 < kv_tokens {
                     sync_cube();
                     load_rows::<F, N>(
-                        k, &mut sk, base_v, k0, tokens, permuted, perm, BK, head_dim, ds, nthreads,
+                        k, &mut sk, base_kv_v, k0, kv_tokens, permuted, perm, BK, head_dim, ds,
+                        nthreads,
                     );
                     // With `prefetch_v`, V's loads stay in flight during S and the softmax.
                     let vrows = comptime!(if prefetch_v { BK } else { 0 });
                     let vregs = fetch_rows::<F, N>(
-                        v, base_v, k0, tokens, permuted, perm, vrows, head_dim, nthreads,
+                        v, base_kv_v, k0, kv_tokens, permuted, perm, vrows, head_dim, nthreads,
                     );
                     if comptime!(!prefetch_v) {
                         load_rows::<F, N>(
-                            v, &mut sv, base_v, k0, tokens, permuted, perm, BK, head_dim, ds,
+                            v, &mut sv, base_kv_v, k0, kv_tokens, permuted, perm, BK, head_dim, ds,
                             nthreads,
                         );
                     }
@@ -354,11 +357,12 @@ pub(crate) fn sparse_attn_tc<F: Float, M: Int, N: Size>(
                         let col = hf as usize * half_k + (cc + lane as usize) % half_k;
                         let kp = k0 + col as u32;
                         let mut s = st[srow + col] * scale;
-                        if kp >= tokens {
+                        if kp >= kv_tokens {
                             s = masked;
                         } else if comptime!(has_mask) {
                             let n = natural_tc(kp, permuted, perm);
-                            if key_mask[b as usize * tokens as usize + n as usize] == M::from_int(0)
+                            if key_mask[b as usize * kv_tokens as usize + n as usize]
+                                == M::from_int(0)
                             {
                                 s = masked;
                             }

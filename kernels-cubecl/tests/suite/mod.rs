@@ -421,6 +421,118 @@ pub fn key_padding<R: Runtime>(
     check(&client, &case, tolerance(dtype, path));
 }
 
+/// Dense cross-attention (`kv_tokens != tokens`): ragged query and key lengths, batch 2,
+/// optional key padding (one batch with every key padded), lse, against the f64 dense
+/// cross reference.
+pub fn cross_attention<R: Runtime>(
+    device: &R::Device,
+    dtype: AttnDtype,
+    path: KernelPath,
+    block: usize,
+    head_dim: usize,
+) {
+    let client = R::client(device);
+    if !supports(&client, dtype) {
+        eprintln!("skipping: {dtype:?} not supported");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(21 + block as u64 + head_dim as u64);
+    let (batch, heads) = (2, 3);
+    for (tokens, kv_tokens, padded) in [(150, 13, false), (70, 130, true), (block, 77, true)] {
+        let mut problem = SparseAttention::cross(batch, heads, tokens, kv_tokens, head_dim, dtype)
+            .with_path(path)
+            .with_lse();
+        let mask: Option<Vec<bool>> = padded.then(|| {
+            (0..batch * kv_tokens)
+                .map(|i| i < kv_tokens && i % 5 != 1)
+                .collect()
+        });
+        // u8 masks where the device stores u8 (CUDA), u32 otherwise (lavapipe).
+        let mask_dtype = if client.features().supports_type(MaskDtype::U8.storage()) {
+            MaskDtype::U8
+        } else {
+            MaskDtype::U32
+        };
+        if mask.is_some() {
+            problem = problem.with_key_padding(mask_dtype);
+        }
+        let n_kv = problem.kv_elems();
+        let q = round(random_values(&mut rng, problem.qkv_elems(), 2.0), dtype);
+        let k = round(random_values(&mut rng, n_kv, 2.0), dtype);
+        let v = round(random_values(&mut rng, n_kv, 1.0), dtype);
+        let layer = DeviceLayer::<R>::dense_cross(&client, heads, tokens, kv_tokens, block)
+            .expect("cross layer");
+        assert_eq!((layer.tokens(), layer.kv_tokens()), (tokens, kv_tokens));
+        let up = |x: &[f32]| client.create_from_slice(&encode(x, dtype));
+        let (qh, kh, vh) = (up(&q), up(&k), up(&v));
+        let out = up(&vec![f32::NAN; problem.qkv_elems()]);
+        let lse = client.create_from_slice(f32::as_bytes(&vec![f32::NAN; batch * heads * tokens]));
+        let mh = mask.as_ref().map(|m| match mask_dtype {
+            MaskDtype::U8 => {
+                client.create_from_slice(&m.iter().map(|&b| b as u8).collect::<Vec<_>>())
+            }
+            MaskDtype::U32 => client.create_from_slice(u32::as_bytes(
+                &m.iter().map(|&b| b as u32 * 3).collect::<Vec<_>>(),
+            )),
+        });
+        let bufs = AttentionBuffers {
+            q: &qh,
+            k: &kh,
+            v: &vh,
+            out: &out,
+            key_padding: mh.as_ref(),
+            lse: Some(&lse),
+        };
+        let info = launch(&client, &layer, &problem, bufs).expect("launch");
+        let got = decode(&client.read_one(out.clone()).expect("read out"), dtype);
+        let got_lse = f32::from_bytes(&client.read_one(lse.clone()).expect("read lse")).to_vec();
+        let (want, want_lse) = vdit_kernels::reference::cross_attention_reference(
+            &q,
+            &k,
+            &v,
+            batch,
+            heads,
+            head_dim,
+            problem.scale_value(),
+            mask.as_deref(),
+        )
+        .unwrap();
+        let tol = tolerance(dtype, path);
+        let max_ref = want.iter().fold(0f32, |a, &x| a.max(x.abs())).max(1e-6);
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let e = (g - w).abs() / max_ref;
+            assert!(
+                g.is_finite() && e <= tol,
+                "out[{i}] = {g}, want {w} ({tokens}x{kv_tokens}, {info:?})"
+            );
+        }
+        for (i, (&g, &w)) in got_lse.iter().zip(&want_lse).enumerate() {
+            if w == f32::NEG_INFINITY {
+                assert_eq!(g, w, "lse[{i}]");
+            } else {
+                assert!(
+                    (g - w).abs() / w.abs().max(1.0) <= tol,
+                    "lse[{i}] = {g}, want {w}"
+                );
+            }
+        }
+        // The layer refuses a problem of another key length.
+        let other = SparseAttention::cross(batch, heads, tokens, kv_tokens + 1, head_dim, dtype);
+        let bufs = AttentionBuffers {
+            key_padding: None,
+            lse: None,
+            ..bufs
+        };
+        assert!(matches!(
+            launch(&client, &layer, &other, bufs),
+            Err(KernelError::Shape {
+                field: "kv_tokens",
+                ..
+            })
+        ));
+    }
+}
+
 /// Bad input gives typed errors and launches nothing.
 pub fn bad_input<R: Runtime>(device: &R::Device) {
     let client = R::client(device);
