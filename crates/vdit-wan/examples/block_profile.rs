@@ -979,7 +979,7 @@ fn profile<B: ModelBackend>(device: &B::Device, args: &Args, setup: &Setup) -> A
         1,
         None,
         None,
-        || model.rope_tables(grid, device),
+        || model.build_rope_tables(grid, device),
     );
 
     // (c) Matmul micro-benchmarks.
