@@ -101,3 +101,29 @@ fn bf16_model_stays_close_to_the_f32_reference() {
     println!("{name} in bf16: relative L2 error {err:.3e}");
     assert!(err <= 5e-2, "bf16: relative L2 error {err:.3e}");
 }
+
+/// A second forward with the same latent shape reuses the RoPE tables (and gives the
+/// same bits); another shape builds new ones.
+#[test]
+fn rope_tables_are_cached_per_layout() {
+    let name = "unit_b1_f1_16x16";
+    let device = Default::default();
+    let model =
+        HunyuanVideoTransformer3DModel::<B>::load(&fixture(name), DType::F32, &device).unwrap();
+    let map = inputs(name);
+    let first = model.forward_inputs(&map, None, &device).unwrap();
+    assert_eq!(model.rope_cache.builds(), 1);
+    let second = model.forward_inputs(&map, None, &device).unwrap();
+    assert_eq!(model.rope_cache.builds(), 1, "same layout: cached tables");
+    assert_eq!(first.into_data(), second.into_data());
+
+    // Half the width: another token grid.
+    let mut narrow = inputs(name);
+    let x = narrow
+        .float::<B, 5>("hidden_states", DType::F32, &device)
+        .unwrap();
+    let w = x.dims()[4];
+    narrow.insert("hidden_states", x.narrow(4, 0, w / 2).into_data());
+    model.forward_inputs(&narrow, None, &device).unwrap();
+    assert_eq!(model.rope_cache.builds(), 2, "new layout: new tables");
+}
