@@ -36,3 +36,29 @@ fn bf16_checkpoint_loaded_into_f32_matches_diffusers() {
 fn real_head_dim_64_rope_split_16_24_24_matches_diffusers() {
     check("b1_f4_6x4_d64_rope16_24_24");
 }
+
+/// A second forward with the same latent shape reuses the RoPE tables (and gives the
+/// same bits); another shape builds new ones.
+#[test]
+fn rope_tables_are_cached_per_layout() {
+    let name = "b2_f4_8x8_t2even";
+    let device = Default::default();
+    let model =
+        CogVideoXTransformer3DModel::<B>::load(&fixture(name), DType::F32, &device).unwrap();
+    let map = inputs(name);
+    let first = model.forward_inputs(&map, None, &device).unwrap();
+    assert_eq!(model.rope_cache.builds(), 1);
+    let second = model.forward_inputs(&map, None, &device).unwrap();
+    assert_eq!(model.rope_cache.builds(), 1, "same layout: cached tables");
+    assert_eq!(first.into_data(), second.into_data());
+
+    // Half the width: another token grid.
+    let mut narrow = inputs(name);
+    let x = narrow
+        .float::<B, 5>("hidden_states", DType::F32, &device)
+        .unwrap();
+    let w = x.dims()[4];
+    narrow.insert("hidden_states", x.narrow(4, 0, w / 2).into_data());
+    model.forward_inputs(&narrow, None, &device).unwrap();
+    assert_eq!(model.rope_cache.builds(), 2, "new layout: new tables");
+}
