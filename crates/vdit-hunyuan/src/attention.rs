@@ -95,8 +95,9 @@ impl<B: ModelBackend> QkvProjection<B> {
         })
     }
 
-    /// `[B, N, D]` -> normalised `(q, k, v)`, each `[B, heads, N, d]`; `rope` rotates q and
-    /// k (video tokens).
+    /// `[B, N, D]` -> normalised `(q, k, v)`, each `[B, heads, N, d]`; `rope` rotates the
+    /// first `cos.dims()[0]` tokens of q and k (the video tokens: all of a dual-stream
+    /// block's video stream, the head of a single-stream block's joint sequence).
     ///
     /// q and k: per-head RMSNorm, head split and RoPE in one launch each on CubeCL
     /// backends ([`vdit_ops::FusedBackend::qk_norm_rope`] with [`QkNorm::RmsHead`]).
@@ -144,10 +145,18 @@ pub fn joint_attention<B: ModelBackend>(
 ) -> Result<Tensor<B, 3>> {
     let [qv, kv, vv] = video;
     let [qt, kt, vt] = text;
-    let q = Tensor::cat(vec![qv, qt], 2);
+    let cat = |a, b| Tensor::cat(vec![a, b], 2);
+    attend([cat(qv, qt), cat(kv, kt), cat(vv, vt)], inputs, layer)
+}
+
+/// Attention over q/k/v `[B, heads, Nv + Nt, d]` already in `[video | text]` order through
+/// the context (layer `layer` of the plan); returns the merged output `[B, Nv + Nt, D]`.
+fn attend<B: ModelBackend>(
+    [q, k, v]: [Tensor<B, 4>; 3],
+    inputs: &JointInputs<'_, B>,
+    layer: usize,
+) -> Result<Tensor<B, 3>> {
     let dtype = q.dtype();
-    let k = Tensor::cat(vec![kv, kt], 2);
-    let v = Tensor::cat(vec![vv, vt], 2);
     let out = inputs
         .ctx
         .self_attention::<B>(layer, q, k, v, inputs.key_padding.clone())?;
@@ -233,13 +242,9 @@ impl<B: ModelBackend> SingleAttention<B> {
     where
         B: ModelBackend,
     {
-        let [_, n, _] = h.dims();
-        let video = self
-            .qkv
-            .forward(h.clone().narrow(1, 0, video_tokens), Some(inputs.rope));
-        let text = self
-            .qkv
-            .forward(h.narrow(1, video_tokens, n - video_tokens), None);
-        joint_attention(video, text, inputs, layer)
+        // One projection and one fused norm + RoPE per q/k over the joint sequence: the
+        // per-head RMSNorm is per token, and RoPE covers the first `video_tokens` tokens.
+        debug_assert_eq!(inputs.rope.0.dims()[0], video_tokens, "RoPE table rows");
+        attend(self.qkv.forward(h, Some(inputs.rope)), inputs, layer)
     }
 }
