@@ -6,6 +6,7 @@ mod common;
 use burn::tensor::DType;
 use common::*;
 use vdit_hunyuan::{HunyuanInputs, HunyuanVideoTransformer3DModel, TextMask};
+use vdit_models::nn::rope::assert_cached_per_layout;
 
 fn check(name: &str) {
     let device = Default::default();
@@ -110,20 +111,7 @@ fn rope_tables_are_cached_per_layout() {
     let device = Default::default();
     let model =
         HunyuanVideoTransformer3DModel::<B>::load(&fixture(name), DType::F32, &device).unwrap();
-    let map = inputs(name);
-    let first = model.forward_inputs(&map, None, &device).unwrap();
-    assert_eq!(model.rope_cache.builds(), 1);
-    let second = model.forward_inputs(&map, None, &device).unwrap();
-    assert_eq!(model.rope_cache.builds(), 1, "same layout: cached tables");
-    assert_eq!(first.into_data(), second.into_data());
-
-    // Half the width: another token grid.
-    let mut narrow = inputs(name);
-    let x = narrow
-        .float::<B, 5>("hidden_states", DType::F32, &device)
-        .unwrap();
-    let w = x.dims()[4];
-    narrow.insert("hidden_states", x.narrow(4, 0, w / 2).into_data());
-    model.forward_inputs(&narrow, None, &device).unwrap();
-    assert_eq!(model.rope_cache.builds(), 2, "new layout: new tables");
+    assert_cached_per_layout(&model.rope_cache, &inputs(name), |map| {
+        model.forward_inputs(map, None, &device)
+    });
 }

@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
+use crate::Result;
+use crate::io::TensorMap;
+
 /// Which precision the frequencies are computed in before the table is stored as f32
 /// (diffusers `get_1d_rotary_pos_embed(freqs_dtype=...)`: Wan uses f64, the default is
 /// f32).
@@ -195,6 +198,32 @@ impl RopeCache {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
+}
+
+/// Test support for the models' `rope_cache`: runs `forward` (one denoiser call on a
+/// tensor map) on `inputs` twice, then with `hidden_states` cut to half its width (the
+/// last axis), and panics unless the first call built the tables, the second reused them
+/// (and gave the same output) and the third built new ones.
+pub fn assert_cached_per_layout<B: Backend>(
+    cache: &RopeCache,
+    inputs: &TensorMap,
+    forward: impl Fn(&TensorMap) -> Result<Tensor<B, 5>>,
+) {
+    let builds = cache.builds();
+    let first = forward(inputs).expect("first forward");
+    assert_eq!(cache.builds(), builds + 1, "first layout: tables built");
+    let second = forward(inputs).expect("second forward");
+    assert_eq!(cache.builds(), builds + 1, "same layout: cached tables");
+    assert_eq!(first.into_data(), second.into_data(), "same output");
+
+    let mut narrow = inputs.clone();
+    let x = inputs
+        .float::<B, 5>("hidden_states", DType::F32, &Default::default())
+        .expect("hidden_states [B, ., ., ., W]");
+    let w = x.dims()[4];
+    narrow.insert("hidden_states", x.narrow(4, 0, w / 2).into_data());
+    forward(&narrow).expect("forward at half the width");
+    assert_eq!(cache.builds(), builds + 2, "new layout: new tables");
 }
 
 impl fmt::Debug for RopeCache {
