@@ -7,13 +7,14 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use vdit_attention::AttentionContext;
 use vdit_models::ModelBackend;
-use vdit_models::nn::{LayerNorm32, Linear, rope};
+use vdit_models::nn::{LayerNorm32, Linear};
 use vdit_models::{Result, Weights};
+use vdit_ops::{QkNorm, Rope};
 
 use crate::CogVideoXConfig;
 
-/// RoPE tables for the video tokens: `(cos, sin)` `[video tokens, head_dim/2]`, f32.
-pub type RopeTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
+/// RoPE tables of the video tokens: `(cos, sin)` `[video tokens, head_dim/2]`, f32.
+pub use vdit_models::nn::rope::RopeTables;
 
 /// `attn1` of a block.
 #[derive(Module, Debug)]
@@ -56,12 +57,33 @@ impl<B: ModelBackend> CogVideoXAttention<B> {
             .swap_dims(1, 2)
     }
 
-    /// RoPE on tokens `text..` of `[B, heads, N, d]`.
-    fn rope_video(x: Tensor<B, 4>, text: usize, tables: &RopeTables<B>) -> Tensor<B, 4> {
-        let n = x.dims()[2];
-        let t = x.clone().narrow(2, 0, text);
-        let v = rope::apply_interleaved(x.narrow(2, text, n - text), &tables.0, &tables.1);
-        Tensor::cat(vec![t, v], 2)
+    /// Per-head affine LayerNorm (f32, cast back), head split and RoPE on the video
+    /// tokens `text..`: one launch of [`vdit_ops::FusedBackend::qk_norm_rope`] on CubeCL
+    /// backends ([`QkNorm::LayerHead`], [`Rope::start`] = the text length).
+    ///
+    /// # Shapes
+    /// `x` `[B, text + video, D]` -> `[B, heads, text + video, d]`.
+    fn norm_rope(
+        &self,
+        x: Tensor<B, 3>,
+        norm: &LayerNorm32<B>,
+        text: usize,
+        tables: &RopeTables<B>,
+    ) -> Tensor<B, 4> {
+        let weight = norm.weight.as_ref().map(|p| p.val());
+        let weight = weight.expect("CogVideoX's norm_q / norm_k are affine (loaded with a weight)");
+        let bias = norm.bias.as_ref().map(|p| p.val());
+        let qk_norm = QkNorm::LayerHead {
+            weight: &weight,
+            bias: bias.as_ref(),
+            eps: norm.eps,
+        };
+        let rope = Rope {
+            start: text,
+            cos: &tables.0,
+            sin: &tables.1,
+        };
+        B::qk_norm_rope(x, self.heads, qk_norm, Some(rope))
     }
 
     /// Attention over `[text; video]`. Returns `(text, video)` outputs after `to_out.0`.
@@ -81,11 +103,9 @@ impl<B: ModelBackend> CogVideoXAttention<B> {
     {
         let l = text.dims()[1];
         let h = Tensor::cat(vec![text, video], 1);
-        let q = self.split_heads(self.to_q.forward(h.clone()));
-        let k = self.split_heads(self.to_k.forward(h.clone()));
+        let q = self.norm_rope(self.to_q.forward(h.clone()), &self.norm_q, l, rope_tables);
+        let k = self.norm_rope(self.to_k.forward(h.clone()), &self.norm_k, l, rope_tables);
         let v = self.split_heads(self.to_v.forward(h));
-        let q = Self::rope_video(self.norm_q.forward(q), l, rope_tables);
-        let k = Self::rope_video(self.norm_k.forward(k), l, rope_tables);
         let out = ctx.self_attention::<B>(layer, q, k, v, None)?;
         let [b, hh, n, d] = out.dims();
         let out = self

@@ -7,6 +7,7 @@ use vdit_attention::AttentionContext;
 use vdit_models::ModelBackend;
 use vdit_models::nn::{FeedForward, FfActivation, LayerNorm32, Linear, silu};
 use vdit_models::{Result, Weights};
+use vdit_ops::ModMath;
 
 use crate::CogVideoXConfig;
 use crate::attention::{CogVideoXAttention, RopeTables};
@@ -59,9 +60,11 @@ impl<B: ModelBackend> LayerNormZero<B> {
         let part = |i: usize| -> Tensor<B, 3> { m.clone().narrow(1, i, 1) };
         let (shift, scale, gate) = (part(0), part(1), part(2));
         let (e_shift, e_scale, e_gate) = (part(3), part(4), part(5));
+        // One fused launch per stream on CubeCL backends; the modulation is in the model
+        // dtype like diffusers.
         Modulated {
-            video: self.norm.forward(video) * (scale + 1.0) + shift,
-            text: self.norm.forward(text) * (e_scale + 1.0) + e_shift,
+            video: self.norm.forward_adaln(video, &shift, &scale),
+            text: self.norm.forward_adaln(text, &e_shift, &e_scale),
             gate,
             enc_gate: e_gate,
         }
@@ -112,15 +115,19 @@ impl<B: ModelBackend> CogVideoXBlock<B> {
         let (attn_t, attn_v) = self
             .attn1
             .forward(m.text, m.video, rope_tables, ctx, layer)?;
-        let video = video + m.gate * attn_v;
-        let text = text + m.enc_gate * attn_t;
+        // `x + y * gate` in the model dtype (diffusers' `hidden_states + gate *
+        // attn_output`: the same products), fused on CubeCL backends.
+        let video = B::gated_residual(video, attn_v, &m.gate, ModMath::OutDtype);
+        let text = B::gated_residual(text, attn_t, &m.enc_gate, ModMath::OutDtype);
 
         let m = self.norm2.forward(video.clone(), text.clone(), emb);
         let l = text.dims()[1];
         let ff = self.ff.forward(Tensor::cat(vec![m.text, m.video], 1));
         let [b, n, d] = ff.dims();
-        let video = video + m.gate * ff.clone().slice([0..b, l..n, 0..d]);
-        let text = text + m.enc_gate * ff.slice([0..b, 0..l, 0..d]);
+        let ff_video = ff.clone().slice([0..b, l..n, 0..d]);
+        let video = B::gated_residual(video, ff_video, &m.gate, ModMath::OutDtype);
+        let ff_text = ff.slice([0..b, 0..l, 0..d]);
+        let text = B::gated_residual(text, ff_text, &m.enc_gate, ModMath::OutDtype);
         Ok((video, text))
     }
 }

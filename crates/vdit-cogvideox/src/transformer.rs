@@ -9,6 +9,7 @@ use burn::tensor::{DType, Tensor};
 use vdit_attention::AttentionContext;
 use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
+use vdit_models::nn::rope::RopeCache;
 use vdit_models::nn::{LayerNorm32, Linear, silu, to_dtype};
 use vdit_models::{DiffusersConfig, ModelError, Result, Weights};
 use vdit_patterns::{Plan, TextPosition, VideoLayout};
@@ -49,6 +50,9 @@ pub struct CogVideoXTransformer3DModel<B: Backend> {
     /// Model float dtype.
     #[module(skip)]
     pub dtype: DType,
+    /// RoPE tables per layout ([`Self::rope_tables`]).
+    #[module(skip)]
+    pub rope_cache: RopeCache,
 }
 
 impl<B: ModelBackend> CogVideoXTransformer3DModel<B> {
@@ -105,6 +109,7 @@ impl<B: ModelBackend> CogVideoXTransformer3DModel<B> {
             proj_out: Linear::load(&weights.pp("proj_out"), d, c.out_channels * patch, true)?,
             config: c.clone(),
             dtype: weights.dtype(),
+            rope_cache: RopeCache::default(),
         };
         weights.finish(IGNORED_KEYS)?;
         Ok(model)
@@ -122,8 +127,15 @@ impl<B: ModelBackend> CogVideoXTransformer3DModel<B> {
         layout_for(&self.config, frames, height, width, text)
     }
 
-    /// RoPE tables for a post-patch grid (f32, `[tokens, head_dim/2]`).
+    /// RoPE tables for a post-patch grid (f32, `[tokens, head_dim/2]`), built on the
+    /// first call for a `(grid, device)` and then taken from [`Self::rope_cache`].
     pub fn rope_tables(&self, grid: [usize; 3], device: &B::Device) -> RopeTables<B> {
+        self.rope_cache
+            .get_or_build(grid, device, || self.build_rope_tables(grid, device))
+    }
+
+    /// [`Self::rope_tables`] without the cache: computed on the host and uploaded.
+    pub fn build_rope_tables(&self, grid: [usize; 3], device: &B::Device) -> RopeTables<B> {
         rope_tables(&self.config, grid, device)
     }
 
@@ -244,14 +256,15 @@ impl<B: ModelBackend> CogVideoXTransformer3DModel<B> {
         for (i, block) in self.transformer_blocks.iter().enumerate() {
             (video, text) = block.forward(video, text, emb.clone(), &rope, ctx, i)?;
         }
-        let video = self.norm_final.forward(video);
+        let video_dtype = video.dtype();
+        let video = self.norm_final.forward_modulated(video, None, video_dtype);
 
         // norm_out (AdaLayerNorm, chunk_dim=1): shift, scale.
         let d = c.dim;
         let m = self.norm_out_linear.forward(silu(emb)).reshape([b, 2, d]);
         let shift = m.clone().narrow(1, 0, 1);
         let scale = m.narrow(1, 1, 1);
-        let video = self.norm_out_norm.forward(video) * (scale + 1.0) + shift;
+        let video = self.norm_out_norm.forward_adaln(video, &shift, &scale);
         let video = self.proj_out.forward(video);
 
         // Unpatchify: [B, T', H', W', C, pt, p, p] -> permute(0,1,5,4,2,6,3,7)

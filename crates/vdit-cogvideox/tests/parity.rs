@@ -6,6 +6,7 @@ mod common;
 use burn::tensor::DType;
 use common::*;
 use vdit_cogvideox::CogVideoXTransformer3DModel;
+use vdit_models::nn::rope::assert_cached_per_layout;
 
 fn check(name: &str) {
     let device = Default::default();
@@ -35,4 +36,17 @@ fn bf16_checkpoint_loaded_into_f32_matches_diffusers() {
 #[test]
 fn real_head_dim_64_rope_split_16_24_24_matches_diffusers() {
     check("b1_f4_6x4_d64_rope16_24_24");
+}
+
+/// A second forward with the same latent shape reuses the RoPE tables (and gives the
+/// same bits); another shape builds new ones.
+#[test]
+fn rope_tables_are_cached_per_layout() {
+    let name = "b2_f4_8x8_t2even";
+    let device = Default::default();
+    let model =
+        CogVideoXTransformer3DModel::<B>::load(&fixture(name), DType::F32, &device).unwrap();
+    assert_cached_per_layout(&model.rope_cache, &inputs(name), |map| {
+        model.forward_inputs(map, None, &device)
+    });
 }

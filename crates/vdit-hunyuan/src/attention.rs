@@ -12,11 +12,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 use vdit_attention::AttentionContext;
 use vdit_models::ModelBackend;
-use vdit_models::nn::{Linear, RmsNorm32, rope, to_dtype};
+use vdit_models::nn::{Linear, RmsNorm32, to_dtype};
 use vdit_models::{Result, Weights};
+use vdit_ops::{QkNorm, Rope};
 
-/// Cached RoPE tables for one token grid: `(cos, sin)` `[video_tokens, head_dim/2]`, f32.
-pub type RopeTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
+/// RoPE tables of the video tokens: `(cos, sin)` `[video tokens, head_dim/2]`, f32.
+pub use vdit_models::nn::rope::RopeTables;
 
 /// What every joint attention call needs besides its inputs.
 #[derive(Debug, Clone)]
@@ -94,8 +95,12 @@ impl<B: ModelBackend> QkvProjection<B> {
         })
     }
 
-    /// `[B, N, D]` -> normalised `(q, k, v)`, each `[B, heads, N, d]`; `rope` rotates q and
-    /// k (video tokens).
+    /// `[B, N, D]` -> normalised `(q, k, v)`, each `[B, heads, N, d]`; `rope` rotates the
+    /// first `cos.dims()[0]` tokens of q and k (the video tokens: all of a dual-stream
+    /// block's video stream, the head of a single-stream block's joint sequence).
+    ///
+    /// q and k: per-head RMSNorm, head split and RoPE in one launch each on CubeCL
+    /// backends ([`vdit_ops::FusedBackend::qk_norm_rope`] with [`QkNorm::RmsHead`]).
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -103,24 +108,23 @@ impl<B: ModelBackend> QkvProjection<B> {
     ) -> [Tensor<B, 4>; 3] {
         let [b, n, dim] = x.dims();
         let h = self.heads;
-        let split = |t: Tensor<B, 3>| -> Tensor<B, 4> { t.reshape([b, n, h, dim / h]) };
-        let q = self
-            .norm_q
-            .forward(split(self.q.forward(x.clone())))
+        let rope = rope_tables.map(|(cos, sin)| Rope { start: 0, cos, sin });
+        let norm_rope = |t: Tensor<B, 3>, norm: &RmsNorm32<B>| {
+            let weight = norm.weight.val();
+            let qk_norm = QkNorm::RmsHead {
+                weight: &weight,
+                eps: norm.eps,
+            };
+            B::qk_norm_rope(t, h, qk_norm, rope)
+        };
+        let q = norm_rope(self.q.forward(x.clone()), &self.norm_q);
+        let k = norm_rope(self.k.forward(x.clone()), &self.norm_k);
+        let v = self
+            .v
+            .forward(x)
+            .reshape([b, n, h, dim / h])
             .swap_dims(1, 2);
-        let k = self
-            .norm_k
-            .forward(split(self.k.forward(x.clone())))
-            .swap_dims(1, 2);
-        let v = split(self.v.forward(x)).swap_dims(1, 2);
-        match rope_tables {
-            Some((cos, sin)) => [
-                rope::apply_interleaved(q, cos, sin),
-                rope::apply_interleaved(k, cos, sin),
-                v,
-            ],
-            None => [q, k, v],
-        }
+        [q, k, v]
     }
 }
 
@@ -141,10 +145,18 @@ pub fn joint_attention<B: ModelBackend>(
 ) -> Result<Tensor<B, 3>> {
     let [qv, kv, vv] = video;
     let [qt, kt, vt] = text;
-    let q = Tensor::cat(vec![qv, qt], 2);
+    let cat = |a, b| Tensor::cat(vec![a, b], 2);
+    attend([cat(qv, qt), cat(kv, kt), cat(vv, vt)], inputs, layer)
+}
+
+/// Attention over q/k/v `[B, heads, Nv + Nt, d]` already in `[video | text]` order through
+/// the context (layer `layer` of the plan); returns the merged output `[B, Nv + Nt, D]`.
+fn attend<B: ModelBackend>(
+    [q, k, v]: [Tensor<B, 4>; 3],
+    inputs: &JointInputs<'_, B>,
+    layer: usize,
+) -> Result<Tensor<B, 3>> {
     let dtype = q.dtype();
-    let k = Tensor::cat(vec![kv, kt], 2);
-    let v = Tensor::cat(vec![vv, vt], 2);
     let out = inputs
         .ctx
         .self_attention::<B>(layer, q, k, v, inputs.key_padding.clone())?;
@@ -230,13 +242,9 @@ impl<B: ModelBackend> SingleAttention<B> {
     where
         B: ModelBackend,
     {
-        let [_, n, _] = h.dims();
-        let video = self
-            .qkv
-            .forward(h.clone().narrow(1, 0, video_tokens), Some(inputs.rope));
-        let text = self
-            .qkv
-            .forward(h.narrow(1, video_tokens, n - video_tokens), None);
-        joint_attention(video, text, inputs, layer)
+        // One projection and one fused norm + RoPE per q/k over the joint sequence: the
+        // per-head RMSNorm is per token, and RoPE covers the first `video_tokens` tokens.
+        debug_assert_eq!(inputs.rope.0.dims()[0], video_tokens, "RoPE table rows");
+        attend(self.qkv.forward(h, Some(inputs.rope)), inputs, layer)
     }
 }

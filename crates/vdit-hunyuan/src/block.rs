@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use vdit_models::ModelBackend;
 use vdit_models::nn::{FeedForward, FfActivation, LayerNorm32, Linear, silu};
 use vdit_models::{Result, Weights};
+use vdit_ops::{FusedBackend, ModMath};
 
 use crate::HunyuanConfig;
 use crate::attention::{DualAttention, JointInputs};
@@ -45,14 +46,25 @@ impl<B: ModelBackend> AdaNormZero<B> {
 }
 
 /// `LN(x) * (1 + scale) + shift` (LayerNorm in f32, cast back; modulation in the model
-/// dtype like diffusers).
-pub fn modulate<B: Backend>(
+/// dtype like diffusers: [`ModMath::OutDtype`]); one fused launch on CubeCL backends
+/// ([`vdit_ops::FusedBackend::layer_norm_modulated`]).
+pub fn modulate<B: FusedBackend>(
     norm: &LayerNorm32<B>,
     x: Tensor<B, 3>,
     shift: &Tensor<B, 3>,
     scale: &Tensor<B, 3>,
 ) -> Tensor<B, 3> {
-    norm.forward(x) * (scale.clone() + 1.0) + shift.clone()
+    norm.forward_adaln(x, shift, scale)
+}
+
+/// `x + y * gate` in the model dtype (diffusers' gated residual adds); one fused launch
+/// on CubeCL backends ([`vdit_ops::FusedBackend::gated_residual`]).
+pub fn gated<B: FusedBackend>(
+    x: Tensor<B, 3>,
+    y: Tensor<B, 3>,
+    gate: &Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    B::gated_residual(x, y, gate, ModMath::OutDtype)
 }
 
 /// One dual-stream block (`transformer_blocks.{i}`).
@@ -115,13 +127,13 @@ impl<B: ModelBackend> DualStreamBlock<B> {
         let cn = modulate(&self.norm1_context.norm, c.clone(), &mc[0], &mc[1]);
 
         let (ax, ac) = self.attn.forward(xn, cn, inputs, layer)?;
-        let x = x + ax * m[2].clone();
-        let c = c + ac * mc[2].clone();
+        let x = gated(x, ax, &m[2]);
+        let c = gated(c, ac, &mc[2]);
 
         let xn = modulate(&self.norm2, x.clone(), &m[3], &m[4]);
         let cn = modulate(&self.norm2_context, c.clone(), &mc[3], &mc[4]);
-        let x = x + self.ff.forward(xn) * m[5].clone();
-        let c = c + self.ff_context.forward(cn) * mc[5].clone();
+        let x = gated(x, self.ff.forward(xn), &m[5]);
+        let c = gated(c, self.ff_context.forward(cn), &mc[5]);
         Ok((x, c))
     }
 }

@@ -14,6 +14,7 @@ use vdit_models::{Result, Weights};
 
 use crate::HunyuanConfig;
 use crate::attention::merge_heads;
+use crate::block::gated;
 use crate::mask::TextMask;
 use vdit_models::ModelBackend;
 
@@ -103,10 +104,12 @@ impl<B: ModelBackend> RefinerBlock<B> {
         let g = self.norm_out.forward(silu(temb));
         let gate_msa = g.clone().narrow(1, 0, d).reshape([b, 1, d]);
         let gate_mlp = g.narrow(1, d, d).reshape([b, 1, d]);
-        let attn = self.attn.forward(self.norm1.forward(x.clone()), mask);
-        let x = x + attn * gate_msa;
-        let ff = self.ff.forward(self.norm2.forward(x.clone()));
-        x + ff * gate_mlp
+        // Affine LayerNorms and gated adds: one fused launch each on CubeCL backends.
+        let dtype = x.dtype();
+        let xn = self.norm1.forward_modulated(x.clone(), None, dtype);
+        let x = gated(x, self.attn.forward(xn, mask), &gate_msa);
+        let xn = self.norm2.forward_modulated(x.clone(), None, dtype);
+        gated(x, self.ff.forward(xn), &gate_mlp)
     }
 }
 

@@ -11,7 +11,7 @@ use vdit_ops::Epilogue;
 
 use crate::HunyuanConfig;
 use crate::attention::{JointInputs, SingleAttention};
-use crate::block::{AdaNormZero, modulate};
+use crate::block::{AdaNormZero, gated, modulate};
 
 /// One single-stream block (`single_transformer_blocks.{j}`):
 /// `h += gate * proj_out(cat[attn(ĥ), GELU(proj_mlp(ĥ))])` with
@@ -60,6 +60,6 @@ impl<B: ModelBackend> SingleStreamBlock<B> {
         let mlp = self.proj_mlp.forward_with(hn.clone(), Epilogue::GeluTanh);
         let attn = self.attn.forward(hn, video_tokens, inputs, layer)?;
         let out = self.proj_out.forward(Tensor::cat(vec![attn, mlp], 2));
-        Ok(h + out * m[2].clone())
+        Ok(gated(h, out, &m[2]))
     }
 }

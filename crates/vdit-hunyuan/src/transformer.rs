@@ -9,13 +9,13 @@ use burn::tensor::{Bool, DType, Distribution, Tensor, TensorData};
 use vdit_attention::AttentionContext;
 use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
-use vdit_models::nn::rope::{FreqPrecision, rope_3d};
+use vdit_models::nn::rope::{FreqPrecision, RopeCache, rope_3d};
 use vdit_models::nn::{LayerNorm32, Linear, silu, to_dtype};
 use vdit_models::{DiffusersConfig, ModelError, Result, Weights};
 use vdit_patterns::{Plan, TextPosition, VideoLayout};
 
 use crate::attention::{JointInputs, RopeTables};
-use crate::block::DualStreamBlock;
+use crate::block::{DualStreamBlock, modulate};
 use crate::embeddings::{ConditionEmbedding, PatchEmbed};
 use crate::mask::TextMask;
 use crate::refiner::TokenRefiner;
@@ -159,6 +159,9 @@ pub struct HunyuanVideoTransformer3DModel<B: Backend> {
     /// Model float dtype.
     #[module(skip)]
     pub dtype: DType,
+    /// RoPE tables per layout ([`Self::rope_tables`]).
+    #[module(skip)]
+    pub rope_cache: RopeCache,
 }
 
 impl<B: ModelBackend> HunyuanVideoTransformer3DModel<B> {
@@ -213,6 +216,7 @@ impl<B: ModelBackend> HunyuanVideoTransformer3DModel<B> {
             )?,
             config: c.clone(),
             dtype: weights.dtype(),
+            rope_cache: RopeCache::default(),
         };
         weights.finish(IGNORED_KEYS)?;
         Ok(model)
@@ -231,8 +235,15 @@ impl<B: ModelBackend> HunyuanVideoTransformer3DModel<B> {
     }
 
     /// RoPE tables for a post-patch grid (f32, `[tokens, head_dim/2]`; diffusers computes
-    /// the frequencies in f32).
+    /// the frequencies in f32), built on the first call for a `(grid, device)` and then
+    /// taken from [`Self::rope_cache`].
     pub fn rope_tables(&self, grid: [usize; 3], device: &B::Device) -> RopeTables<B> {
+        self.rope_cache
+            .get_or_build(grid, device, || self.build_rope_tables(grid, device))
+    }
+
+    /// [`Self::rope_tables`] without the cache: computed on the host and uploaded.
+    pub fn build_rope_tables(&self, grid: [usize; 3], device: &B::Device) -> RopeTables<B> {
         rope_3d(
             self.config.rope_axes,
             grid,
@@ -386,7 +397,7 @@ impl<B: ModelBackend> HunyuanVideoTransformer3DModel<B> {
         let m = self.norm_out_linear.forward(silu(temb));
         let scale = m.clone().narrow(1, 0, d).reshape([b, 1, d]);
         let shift = m.narrow(1, d, d).reshape([b, 1, d]);
-        let x = self.norm_out.forward(x) * (scale + 1.0) + shift;
+        let x = modulate(&self.norm_out, x, &shift, &scale);
         let x = self.proj_out.forward(x);
 
         // Unpatchify: features (c, pt, ph, pw) -> [B, C, F, H, W].

@@ -6,6 +6,7 @@ mod common;
 use burn::tensor::DType;
 use common::*;
 use vdit_hunyuan::{HunyuanInputs, HunyuanVideoTransformer3DModel, TextMask};
+use vdit_models::nn::rope::assert_cached_per_layout;
 
 fn check(name: &str) {
     let device = Default::default();
@@ -100,4 +101,17 @@ fn bf16_model_stays_close_to_the_f32_reference() {
     let err = rel_l2(out, expected(name));
     println!("{name} in bf16: relative L2 error {err:.3e}");
     assert!(err <= 5e-2, "bf16: relative L2 error {err:.3e}");
+}
+
+/// A second forward with the same latent shape reuses the RoPE tables (and gives the
+/// same bits); another shape builds new ones.
+#[test]
+fn rope_tables_are_cached_per_layout() {
+    let name = "unit_b1_f1_16x16";
+    let device = Default::default();
+    let model =
+        HunyuanVideoTransformer3DModel::<B>::load(&fixture(name), DType::F32, &device).unwrap();
+    assert_cached_per_layout(&model.rope_cache, &inputs(name), |map| {
+        model.forward_inputs(map, None, &device)
+    });
 }

@@ -339,7 +339,7 @@ struct Variant {
 
 /// `Linear::forward` with the rows padded with zeros to a multiple of `pad` (the extra
 /// output rows are dropped).
-fn linear_padded<B: Backend>(l: &Linear<B>, x: Tensor<B, 3>, pad: usize) -> Tensor<B, 3> {
+fn linear_padded<B: ModelBackend>(l: &Linear<B>, x: Tensor<B, 3>, pad: usize) -> Tensor<B, 3> {
     let [b, n, k] = x.dims();
     let rows = b * n;
     if pad == 0 || rows.is_multiple_of(pad) {
@@ -979,7 +979,7 @@ fn profile<B: ModelBackend>(device: &B::Device, args: &Args, setup: &Setup) -> A
         1,
         None,
         None,
-        || model.rope_tables(grid, device),
+        || model.build_rope_tables(grid, device),
     );
 
     // (c) Matmul micro-benchmarks.

@@ -30,8 +30,8 @@ pub struct WanAttention<B: Backend> {
     pub heads: usize,
 }
 
-/// Cached RoPE tables for one token grid: `(cos, sin)` `[tokens, head_dim/2]`, f32.
-pub type RopeTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
+/// RoPE tables of the video tokens: `(cos, sin)` `[video tokens, head_dim/2]`, f32.
+pub use vdit_models::nn::rope::RopeTables;
 
 impl<B: ModelBackend> WanAttention<B> {
     /// Loads one attention under `w` (`attn1` or `attn2`).

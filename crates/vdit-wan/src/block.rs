@@ -7,7 +7,7 @@ use vdit_attention::AttentionContext;
 use vdit_models::ModelBackend;
 use vdit_models::nn::{FeedForward, FfActivation, LayerNorm32, to_f32};
 use vdit_models::{Init, Result, Weights};
-use vdit_ops::{LayerNormParams, ModMath, Modulate};
+use vdit_ops::{ModMath, Modulate};
 
 use crate::WanConfig;
 use crate::attention::{RopeTables, WanAttention};
@@ -85,43 +85,28 @@ impl<B: ModelBackend> WanBlock<B> {
 
         // Fused on CubeCL backends (vdit_ops::FusedBackend); the provided bodies are the
         // f32 compositions `LN(x) * (1 + scale) + shift` and `x + y * gate`.
-        let plain = LayerNormParams {
-            weight: None,
-            bias: None,
-            eps: self.norm1.eps,
+        let modulate = |shift, scale| {
+            Some(Modulate {
+                shift,
+                scale,
+                math: ModMath::F32,
+            })
         };
-        let modulate = |shift, scale| Modulate {
-            shift,
-            scale,
-            math: ModMath::F32,
-        };
-        let h = B::layer_norm_modulated(x.clone(), plain, Some(modulate(&shift, &scale)), dtype);
+        let h = self
+            .norm1
+            .forward_modulated(x.clone(), modulate(&shift, &scale), dtype);
         let attn = self.attn1.self_attention(h, rope_tables, ctx, layer)?;
         let x = B::gated_residual(x, attn, &gate, ModMath::F32);
 
         let h = match &self.norm2 {
-            Some(n) => {
-                let (w, b) = (
-                    n.weight.as_ref().map(|p| p.val()),
-                    n.bias.as_ref().map(|p| p.val()),
-                );
-                let params = LayerNormParams {
-                    weight: w.as_ref(),
-                    bias: b.as_ref(),
-                    eps: n.eps,
-                };
-                B::layer_norm_modulated(x.clone(), params, None, dtype)
-            }
+            Some(n) => n.forward_modulated(x.clone(), None, dtype),
             None => x.clone(),
         };
         let x = x + self.attn2.cross_attention(h, text, ctx)?;
 
-        let plain = LayerNormParams {
-            eps: self.norm3.eps,
-            ..plain
-        };
-        let h =
-            B::layer_norm_modulated(x.clone(), plain, Some(modulate(&c_shift, &c_scale)), dtype);
+        let h = self
+            .norm3
+            .forward_modulated(x.clone(), modulate(&c_shift, &c_scale), dtype);
         let ff = self.ffn.forward(h);
         Ok(B::gated_residual(x, ff, &c_gate, ModMath::F32))
     }

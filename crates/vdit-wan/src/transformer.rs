@@ -8,9 +8,10 @@ use burn::tensor::{DType, Tensor};
 use vdit_attention::AttentionContext;
 use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
-use vdit_models::nn::rope::{FreqPrecision, rope_3d};
+use vdit_models::nn::rope::{FreqPrecision, RopeCache, rope_3d};
 use vdit_models::nn::{LayerNorm32, Linear, to_dtype, to_f32};
 use vdit_models::{DiffusersConfig, Init, ModelError, Result, Weights};
+use vdit_ops::{ModMath, Modulate};
 use vdit_patterns::{Plan, VideoLayout};
 
 use crate::attention::RopeTables;
@@ -42,6 +43,9 @@ pub struct WanTransformer3DModel<B: Backend> {
     /// Model float dtype.
     #[module(skip)]
     pub dtype: DType,
+    /// RoPE tables per layout ([`Self::rope_tables`]).
+    #[module(skip)]
+    pub rope_cache: RopeCache,
 }
 
 impl<B: ModelBackend> WanTransformer3DModel<B> {
@@ -90,6 +94,7 @@ impl<B: ModelBackend> WanTransformer3DModel<B> {
             )?),
             config: c.clone(),
             dtype: weights.dtype(),
+            rope_cache: RopeCache::default(),
         };
         weights.finish(IGNORED_KEYS)?;
         Ok(model)
@@ -101,8 +106,15 @@ impl<B: ModelBackend> WanTransformer3DModel<B> {
         layout_for(&self.config, frames, height, width)
     }
 
-    /// RoPE tables for a post-patch grid (f32, `[tokens, head_dim/2]`).
+    /// RoPE tables for a post-patch grid (f32, `[tokens, head_dim/2]`), built on the
+    /// first call for a `(grid, device)` and then taken from [`Self::rope_cache`].
     pub fn rope_tables(&self, grid: [usize; 3], device: &B::Device) -> RopeTables<B> {
+        self.rope_cache
+            .get_or_build(grid, device, || self.build_rope_tables(grid, device))
+    }
+
+    /// [`Self::rope_tables`] without the cache: computed on the host and uploaded.
+    pub fn build_rope_tables(&self, grid: [usize; 3], device: &B::Device) -> RopeTables<B> {
         rope_3d(
             self.config.rope_axes,
             grid,
@@ -252,8 +264,14 @@ impl<B: ModelBackend> WanTransformer3DModel<B> {
         let m = self.scale_shift_table.val() + to_f32(cond.temb).reshape([b, 1, d]);
         let shift = m.clone().narrow(1, 0, 1);
         let scale = m.narrow(1, 1, 1);
-        let x = self.norm_out.forward_f32(x) * (scale + 1.0) + shift;
-        let x = self.proj_out.forward(to_dtype(x, dtype));
+        // One fused launch on CubeCL backends: f32 modulation, cast to the model dtype.
+        let modulation = Modulate {
+            shift: &shift,
+            scale: &scale,
+            math: ModMath::F32,
+        };
+        let x = self.norm_out.forward_modulated(x, Some(modulation), dtype);
+        let x = self.proj_out.forward(x);
 
         // Unpatchify: features (pt, ph, pw, c) -> [B, C, F, H, W].
         let co = c.out_channels;

@@ -5,6 +5,7 @@ mod common;
 
 use burn::tensor::DType;
 use common::*;
+use vdit_models::nn::rope::assert_cached_per_layout;
 use vdit_wan::WanTransformer3DModel;
 
 fn check(name: &str) {
@@ -51,4 +52,16 @@ fn half_precision_models_stay_close_to_the_f32_reference() {
         println!("{dtype:?}: relative L2 error {err:.3e}");
         assert!(err <= tol, "{dtype:?}: relative L2 error {err:.3e} > {tol}");
     }
+}
+
+/// A second forward with the same latent shape reuses the RoPE tables (and gives the
+/// same bits); another shape builds new ones.
+#[test]
+fn rope_tables_are_cached_per_layout() {
+    let name = "unit_b1_f2_16x16";
+    let device = Default::default();
+    let model = WanTransformer3DModel::<B>::load(&fixture(name), DType::F32, &device).unwrap();
+    assert_cached_per_layout(&model.rope_cache, &inputs(name), |map| {
+        model.forward_inputs(map, None, &device)
+    });
 }

@@ -4,6 +4,8 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
+use vdit_ops::{FusedBackend, LayerNormParams, ModMath, Modulate};
+
 use super::to_f32;
 use crate::{Init, Result, Weights};
 
@@ -74,6 +76,52 @@ impl<B: Backend> LayerNorm32<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
         super::to_dtype(self.forward_f32(x), dtype)
+    }
+}
+
+impl<B: FusedBackend> LayerNorm32<B> {
+    /// `LN(x)`, then `* (1 + scale) + shift` if `modulation` is given, in `out_dtype`:
+    /// one launch of [`FusedBackend::layer_norm_modulated`] on CubeCL backends; elsewhere
+    /// [`Self::forward_f32`], the modulation and the cast composed in Burn (without a
+    /// modulation the same bits as [`Self::forward`] when `out_dtype` is the input's).
+    ///
+    /// # Shapes
+    /// `x` `[batch, tokens, dim]`, modulation tensors `[batch, 1, dim]`.
+    pub fn forward_modulated(
+        &self,
+        x: Tensor<B, 3>,
+        modulation: Option<Modulate<'_, B>>,
+        out_dtype: DType,
+    ) -> Tensor<B, 3> {
+        let weight = self.weight.as_ref().map(|p| p.val());
+        let bias = self.bias.as_ref().map(|p| p.val());
+        let params = LayerNormParams {
+            weight: weight.as_ref(),
+            bias: bias.as_ref(),
+            eps: self.eps,
+        };
+        B::layer_norm_modulated(x, params, modulation, out_dtype)
+    }
+
+    /// HunyuanVideo's and CogVideoX's adaLN, diffusers' `norm(x) * (1 + scale) + shift`
+    /// with the LayerNorm in f32 cast back to `x`'s dtype and the modulation in that
+    /// dtype ([`ModMath::OutDtype`]): [`Self::forward_modulated`].
+    ///
+    /// # Shapes
+    /// `x` `[batch, tokens, dim]`, `shift`, `scale` `[batch, 1, dim]` (`x`'s dtype).
+    pub fn forward_adaln(
+        &self,
+        x: Tensor<B, 3>,
+        shift: &Tensor<B, 3>,
+        scale: &Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
+        let dtype = x.dtype();
+        let modulation = Modulate {
+            shift,
+            scale,
+            math: ModMath::OutDtype,
+        };
+        self.forward_modulated(x, Some(modulation), dtype)
     }
 }
 

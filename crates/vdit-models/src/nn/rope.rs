@@ -3,9 +3,20 @@
 //!
 //! Tables are per *pair*: `cos[n, k]` is the angle cosine for features `2k` and `2k+1`
 //! (diffusers' repeat-interleaved tables keep each value twice; we keep it once).
+//!
+//! [`RopeCache`] keeps a model's tables per layout so that a denoising loop builds and
+//! uploads them once.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::Result;
+use crate::io::TensorMap;
 
 /// Which precision the frequencies are computed in before the table is stored as f32
 /// (diffusers `get_1d_rotary_pos_embed(freqs_dtype=...)`: Wan uses f64, the default is
@@ -111,4 +122,168 @@ pub fn apply_interleaved<B: Backend>(
     sin: &Tensor<B, 2>,
 ) -> Tensor<B, 4> {
     vdit_ops::apply_interleaved(x, cos, sin)
+}
+
+/// RoPE tables `(cos, sin)`, each `[tokens, head_dim/2]` f32, as the models pass them to
+/// their attention.
+pub type RopeTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
+
+/// Layouts a [`RopeCache`] keeps (the oldest is dropped past this; a generation loop
+/// uses one layout, a search or a benchmark a handful).
+const ROPE_CACHE_ENTRIES: usize = 8;
+
+/// One cached layout: the grid, and the device and tables of one backend, type-erased so
+/// that the cache needs no backend parameter (a `#[module(skip)]` field whose type names
+/// `B` would be treated as a sub-module by Burn's `Module` derive).
+struct RopeCacheEntry {
+    grid: [usize; 3],
+    /// `(B::Device, RopeTables<B>)`.
+    tables: Box<dyn Any + Send>,
+}
+
+/// A model's RoPE tables per `(grid, device)`, built once on the host and uploaded, then
+/// reused by every forward with that layout (a denoising loop calls the model 50-100
+/// times with one grid).
+///
+/// Meant as a `#[module(skip)]` field of a model: clones (and the modules Burn derives
+/// from the model, e.g. [`burn::module::AutodiffModule::valid`]) share one cache, and it
+/// may be used from several threads. The key is the grid and the device only: the
+/// tables must be a function of the grid for one model (its config is fixed).
+#[derive(Clone, Default)]
+pub struct RopeCache {
+    entries: Arc<Mutex<Vec<RopeCacheEntry>>>,
+    builds: Arc<AtomicUsize>,
+}
+
+impl RopeCache {
+    /// The tables for `grid` on `device`: the cached ones (cloned handles, no copy), or
+    /// `build()`'s, stored for the next call.
+    pub fn get_or_build<B: Backend>(
+        &self,
+        grid: [usize; 3],
+        device: &B::Device,
+        build: impl FnOnce() -> RopeTables<B>,
+    ) -> RopeTables<B> {
+        // A poisoned lock only means another thread panicked while building: the entries
+        // themselves are always complete.
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = entries.iter().find_map(|e| {
+            let (dev, tables) = e.tables.downcast_ref::<(B::Device, RopeTables<B>)>()?;
+            (e.grid == grid && dev == device).then(|| tables.clone())
+        });
+        if let Some(tables) = hit {
+            return tables;
+        }
+        let tables = build();
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        if entries.len() == ROPE_CACHE_ENTRIES {
+            entries.remove(0);
+        }
+        entries.push(RopeCacheEntry {
+            grid,
+            tables: Box::new((device.clone(), tables.clone())),
+        });
+        tables
+    }
+
+    /// How many tables this cache (and its clones) has built so far.
+    pub fn builds(&self) -> usize {
+        self.builds.load(Ordering::Relaxed)
+    }
+
+    /// Drops every cached table (their device memory is freed once no tensor uses it).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// Test support for the models' `rope_cache`: runs `forward` (one denoiser call on a
+/// tensor map) on `inputs` twice, then with `hidden_states` cut to half its width (the
+/// last axis), and panics unless the first call built the tables, the second reused them
+/// (and gave the same output) and the third built new ones.
+pub fn assert_cached_per_layout<B: Backend>(
+    cache: &RopeCache,
+    inputs: &TensorMap,
+    forward: impl Fn(&TensorMap) -> Result<Tensor<B, 5>>,
+) {
+    let builds = cache.builds();
+    let first = forward(inputs).expect("first forward");
+    assert_eq!(cache.builds(), builds + 1, "first layout: tables built");
+    let second = forward(inputs).expect("second forward");
+    assert_eq!(cache.builds(), builds + 1, "same layout: cached tables");
+    assert_eq!(first.into_data(), second.into_data(), "same output");
+
+    let mut narrow = inputs.clone();
+    let x = inputs
+        .float::<B, 5>("hidden_states", DType::F32, &Default::default())
+        .expect("hidden_states [B, ., ., ., W]");
+    let w = x.dims()[4];
+    narrow.insert("hidden_states", x.narrow(4, 0, w / 2).into_data());
+    forward(&narrow).expect("forward at half the width");
+    assert_eq!(cache.builds(), builds + 2, "new layout: new tables");
+}
+
+impl fmt::Debug for RopeCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let grids: Vec<[usize; 3]> = self
+            .entries
+            .lock()
+            .map(|e| e.iter().map(|e| e.grid).collect())
+            .unwrap_or_default();
+        f.debug_struct("RopeCache")
+            .field("grids", &grids)
+            .field("builds", &self.builds())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type B = burn::backend::Flex;
+
+    fn build(grid: [usize; 3]) -> RopeTables<B> {
+        rope_3d(
+            [4, 6, 6],
+            grid,
+            10_000.0,
+            FreqPrecision::F32,
+            &Default::default(),
+        )
+    }
+
+    #[test]
+    fn cache_reuses_a_layout_and_builds_a_new_one() {
+        let cache = RopeCache::default();
+        let dev = Default::default();
+        let a = cache.get_or_build::<B>([2, 3, 4], &dev, || build([2, 3, 4]));
+        assert_eq!(cache.builds(), 1);
+        let shared = cache.clone();
+        let again = shared.get_or_build::<B>([2, 3, 4], &dev, || panic!("rebuilt"));
+        assert_eq!(cache.builds(), 1, "same layout: reused");
+        assert_eq!(a.0.to_data(), again.0.to_data());
+        assert_eq!(a.1.to_data(), again.1.to_data());
+
+        let other = cache.get_or_build::<B>([1, 3, 4], &dev, || build([1, 3, 4]));
+        assert_eq!(cache.builds(), 2, "other layout: built");
+        assert_eq!(other.0.dims(), [12, 8]);
+        assert_eq!(
+            format!("{cache:?}"),
+            "RopeCache { grids: [[2, 3, 4], [1, 3, 4]], builds: 2 }"
+        );
+
+        for t in 0..ROPE_CACHE_ENTRIES {
+            cache.get_or_build::<B>([t + 3, 1, 1], &dev, || build([t + 3, 1, 1]));
+        }
+        let builds = cache.builds();
+        cache.get_or_build::<B>([2, 3, 4], &dev, || build([2, 3, 4]));
+        assert_eq!(cache.builds(), builds + 1, "the oldest layout was dropped");
+        cache.clear();
+        cache.get_or_build::<B>([1, 3, 4], &dev, || build([1, 3, 4]));
+        assert_eq!(cache.builds(), builds + 2, "cleared");
+    }
 }
