@@ -1,7 +1,8 @@
 //! H100 benchmark of the sparse attention kernels at the real video-DiT sizes (bf16).
 //!
-//! `kernel_bench --out DIR [--quick] [--portable]` writes `DIR/kernels.json` (one record
-//! per case) and, for every sparse case, `DIR/masks/<case>.{json,row_ptr.bin,col_idx.bin,
+//! `kernel_bench --out DIR [--quick] [--portable] [--only NAME] [--tc-engine mma|wmma]
+//! [--tc-warps 4|8] [--tc-async 0|1] [--tc-fast 0..3] [--tc-prefetch-v]` writes
+//! `DIR/kernels.json` (one record per case) and, for every sparse case, `DIR/masks/<case>.{json,row_ptr.bin,col_idx.bin,
 //! perm.bin}` so that `tools/kernel_peers.py` can run FlexAttention on the same block
 //! masks. Timing: 2 warm-up launches (the first JIT-compiles), then the median of N
 //! synchronised launches measured with the host clock.
@@ -10,7 +11,10 @@ use cubecl::cuda::{CudaDevice, CudaRuntime};
 use cubecl::prelude::*;
 use std::io::Write;
 use std::time::Instant;
-use vdit_kernels::{AttentionBuffers, AttnDtype, DeviceLayer, KernelPath, SparseAttention, launch};
+use vdit_kernels::{
+    AttentionBuffers, AttnDtype, DeviceLayer, KernelPath, SparseAttention, TcEngine, TcOptions,
+    launch,
+};
 use vdit_patterns::{CompiledLayer, Pattern, TextPosition, TokenSpan, VideoLayout};
 
 type R = CudaRuntime;
@@ -170,6 +174,32 @@ fn main() {
         .iter()
         .position(|a| a == "--only")
         .map(|i| args[i + 1].clone());
+    // Tensor-core variant (defaults: the measured best): --tc-engine mma|wmma,
+    // --tc-warps 4|8, --tc-async 0|1, --tc-fast 0..3, --tc-prefetch-v.
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let mut tc = TcOptions::default();
+    if let Some(e) = value("--tc-engine") {
+        tc.engine = match e.as_str() {
+            "wmma" => TcEngine::Wmma,
+            "mma" => TcEngine::Mma,
+            other => panic!("--tc-engine takes mma or wmma, not {other}"),
+        };
+    }
+    if let Some(w) = value("--tc-warps") {
+        tc.warps = w.parse().expect("--tc-warps takes 4 or 8");
+    }
+    if let Some(a) = value("--tc-async") {
+        tc.async_kv = a != "0";
+    }
+    if let Some(f) = value("--tc-fast") {
+        tc.fast = f.parse().expect("--tc-fast takes 0..=3");
+    }
+    tc.prefetch_v = args.iter().any(|a| a == "--tc-prefetch-v");
+    tc.validate().expect("tensor-core options");
     let out_dir = std::path::PathBuf::from(out_dir);
     let masks = out_dir.join("masks");
     std::fs::create_dir_all(&masks).unwrap();
@@ -187,8 +217,9 @@ fn main() {
         } else {
             KernelPath::Auto
         };
-        let p =
-            SparseAttention::new(1, m.heads, tokens, m.head_dim, AttnDtype::BF16).with_path(path);
+        let p = SparseAttention::new(1, m.heads, tokens, m.head_dim, AttnDtype::BF16)
+            .with_path(path)
+            .with_tc(tc);
         let n = p.qkv_elems();
         let io = Io {
             q: client.create_from_slice(&random_bf16(n, 1)),

@@ -1,9 +1,9 @@
 //! The single launch per layer.
 
 use crate::kernel::{mma, portable, tensor_core};
-use crate::path::{TcEngine, engine_for, prefetch_v, select_path, tc_async, tc_fast, tc_warps};
+use crate::path::{engine_for, select_path, tc_warps};
 use crate::validate::validate;
-use crate::{DeviceLayer, KernelError, KernelPath, SparseAttention};
+use crate::{DeviceLayer, KernelError, KernelPath, SparseAttention, TcEngine};
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use std::cell::Cell;
@@ -45,6 +45,8 @@ pub struct AttentionBuffers<'a> {
 pub struct LaunchInfo {
     /// The path that ran (never [`KernelPath::Auto`]).
     pub path: KernelPath,
+    /// The tensor-core engine that ran (`None` on the portable path).
+    pub engine: Option<TcEngine>,
     /// Grid `(query tiles, heads, batch)`.
     pub cube_count: (u32, u32, u32),
     /// Kernel launches issued (always 1).
@@ -54,7 +56,7 @@ pub struct LaunchInfo {
 /// Runs sparse attention for every head of one layer in a single kernel launch.
 ///
 /// Grid: `(ceil(tokens / rows_per_cube), heads, batch)` with 16 rows per cube on the
-/// portable path and 64 (128 with `VDIT_TC_WARPS=8`) on the tensor-core path; under
+/// portable path and 64 (128 with [`crate::TcOptions::warps`] 8) on the tensor-core path; under
 /// [`KernelPath::Auto`] a tensor-core choice falls back to the portable kernel when q/k/v
 /// do not start 16-byte aligned. The launch is asynchronous (errors from
 /// the device surface at the next sync/read). Bad input returns a [`KernelError`] and
@@ -90,7 +92,7 @@ pub fn launch<R: Runtime>(
         )?;
     }
     let rows = match path {
-        KernelPath::TensorCore => tc_warps(block_size) * tensor_core::ROWS_PER_PLANE,
+        KernelPath::TensorCore => tc_warps(block_size, &problem.tc) * tensor_core::ROWS_PER_PLANE,
         _ => portable::TQ,
     };
     let tiles = problem.tokens.div_ceil(rows);
@@ -113,6 +115,9 @@ pub fn launch<R: Runtime>(
         None => (layer.dummy_lse.clone(), 1),
     };
     let m = &layer.meta;
+    let tc = &problem.tc;
+    let warps = tc_warps(block_size, tc);
+    let engine = (path == KernelPath::TensorCore).then(|| engine_for(client, problem));
     let count = CubeCount::Static(grid.0, grid.1, grid.2);
     let dtypes = [problem.dtype.storage(), mask_dtype.storage()];
     let (scale, tokens, kv_tokens, heads) = (
@@ -129,11 +134,11 @@ pub fn launch<R: Runtime>(
     unsafe {
         let arr = |h: &Handle, len: usize| ArrayArg::from_raw_parts(h.clone(), len);
         match path {
-            KernelPath::TensorCore if engine_for(client, problem) == TcEngine::Mma => {
+            KernelPath::TensorCore if engine == Some(TcEngine::Mma) => {
                 mma::sparse_attn_mma::launch_unchecked::<R>(
                     client,
                     count,
-                    CubeDim::new_2d(32, tc_warps(block_size) as u32),
+                    CubeDim::new_2d(32, warps as u32),
                     8,
                     arr(bufs.q, n),
                     arr(bufs.k, nkv),
@@ -154,16 +159,16 @@ pub fn launch<R: Runtime>(
                     block_size,
                     problem.key_padding.is_some(),
                     problem.want_lse,
-                    tc_warps(block_size),
-                    tc_async(),
-                    tc_fast(),
+                    warps,
+                    tc.async_kv,
+                    tc.fast,
                     dtypes,
                 )
             }
             KernelPath::TensorCore => tensor_core::sparse_attn_tc::launch_unchecked::<R>(
                 client,
                 count,
-                CubeDim::new_2d(tensor_core::LANES as u32, tc_warps(block_size) as u32),
+                CubeDim::new_2d(tensor_core::LANES as u32, warps as u32),
                 8,
                 arr(bufs.q, n),
                 arr(bufs.k, nkv),
@@ -184,8 +189,8 @@ pub fn launch<R: Runtime>(
                 block_size,
                 problem.key_padding.is_some(),
                 problem.want_lse,
-                prefetch_v(),
-                tc_warps(block_size),
+                tc.prefetch_v,
+                warps,
                 dtypes,
             ),
             _ => portable::sparse_attn_portable::launch::<R>(
@@ -218,6 +223,7 @@ pub fn launch<R: Runtime>(
     LAUNCHES.with(|c| c.set(c.get() + 1));
     Ok(LaunchInfo {
         path,
+        engine,
         cube_count: grid,
         launches: 1,
     })

@@ -43,7 +43,7 @@ pub use error::KernelError;
 pub use launch::{AttentionBuffers, LaunchInfo, launch, launch_count};
 pub use layer::DeviceLayer;
 pub use path::select_path;
-pub use problem::{AttnDtype, KernelPath, MaskDtype, SparseAttention};
+pub use problem::{AttnDtype, KernelPath, MaskDtype, SparseAttention, TcEngine, TcOptions};
 
 /// Re-export of the CubeCL version this crate is built against.
 pub use cubecl;

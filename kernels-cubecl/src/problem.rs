@@ -84,6 +84,70 @@ pub enum KernelPath {
     Portable,
 }
 
+/// The tensor-core engine (see the crate README for the measured differences).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TcEngine {
+    /// FlashAttention-2-style: manual `mma.sync.m16n8k16`, softmax in registers
+    /// (`kernel/mma.rs`; sm_80+). Where the device lacks it, the wmma engine runs.
+    #[default]
+    Mma,
+    /// The first kernel: `cmma` 16x16x16 fragments, `S` and `P` through shared memory
+    /// (`kernel/tensor_core.rs`; any device with cmma).
+    Wmma,
+}
+
+/// Variants of the tensor-core kernels. The defaults are the measured best (H100/H200,
+/// `results/kernels/README.md`); the others exist for benchmarking and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcOptions {
+    /// Engine.
+    pub engine: TcEngine,
+    /// Planes (warps of 32) per cube: 4 (64 query rows, default) or 8 (128 rows; used when
+    /// the block size is a multiple of 128, else 4).
+    pub warps: usize,
+    /// mma engine: K/V double-buffered with `cp.async` (tile i+1 in flight while tile i is
+    /// computed; default). `false` loads them synchronously (1.4x slower on the H100).
+    pub async_kv: bool,
+    /// mma engine fast path, 0..=3 (default 3): `1` runs tiles whose keys are all valid
+    /// through an unmasked softmax and skips unneeded rescales and permutation loads; `2`
+    /// adds `2^x` through `powf`; `3` adds tree reductions and contiguous K/V row copies;
+    /// `0` is the kernel without fast paths.
+    pub fast: u32,
+    /// wmma engine: keep V's global loads in flight during `S = Q K^T` and the softmax.
+    pub prefetch_v: bool,
+}
+
+impl Default for TcOptions {
+    fn default() -> Self {
+        TcOptions {
+            engine: TcEngine::Mma,
+            warps: 4,
+            async_kv: true,
+            fast: 3,
+            prefetch_v: false,
+        }
+    }
+}
+
+impl TcOptions {
+    /// Checks the ranges (`warps` 4 or 8, `fast` at most 3).
+    pub fn validate(&self) -> Result<(), KernelError> {
+        if !matches!(self.warps, 4 | 8) {
+            return Err(KernelError::Option(format!(
+                "tensor-core warps must be 4 or 8, got {}",
+                self.warps
+            )));
+        }
+        if self.fast > 3 {
+            return Err(KernelError::Option(format!(
+                "tensor-core fast level must be 0..=3, got {}",
+                self.fast
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// One sparse attention call: `[batch, heads, tokens, head_dim]` contiguous Q and output,
 /// `[batch, heads, kv_tokens, head_dim]` contiguous K and V (`kv_tokens == tokens` for
 /// self-attention; a different key length for cross-attention on a
@@ -112,6 +176,8 @@ pub struct SparseAttention {
     pub want_lse: bool,
     /// Kernel selection.
     pub path: KernelPath,
+    /// Tensor-core kernel variant (ignored by the portable kernel).
+    pub tc: TcOptions,
 }
 
 impl SparseAttention {
@@ -134,6 +200,7 @@ impl SparseAttention {
             key_padding: None,
             want_lse: false,
             path: KernelPath::Auto,
+            tc: TcOptions::default(),
         }
     }
 
@@ -174,6 +241,12 @@ impl SparseAttention {
     /// Forces a kernel path.
     pub fn with_path(mut self, path: KernelPath) -> Self {
         self.path = path;
+        self
+    }
+
+    /// Sets the tensor-core kernel variant.
+    pub fn with_tc(mut self, tc: TcOptions) -> Self {
+        self.tc = tc;
         self
     }
 
@@ -228,6 +301,7 @@ impl SparseAttention {
         {
             return Err(KernelError::Option(format!("scale {s} is not finite")));
         }
+        self.tc.validate()?;
         let widest = self.qkv_elems().max(self.kv_elems());
         if widest >= u32::MAX as usize {
             return Err(KernelError::Option(format!(

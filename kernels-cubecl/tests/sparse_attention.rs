@@ -3,7 +3,7 @@
 
 mod suite;
 
-use vdit_kernels::{AttnDtype, KernelPath, MaskDtype};
+use vdit_kernels::{AttnDtype, KernelPath, MaskDtype, TcEngine, TcOptions};
 
 macro_rules! testgen_sparse_attention {
     ($name:ident, $runtime:ty, $device:expr, $available:expr, $blocks:expr, $paths:expr) => {
@@ -64,6 +64,47 @@ macro_rules! testgen_sparse_attention {
                         &[64, 128],
                         300 + i as u64,
                         3,
+                    );
+                }
+            }
+
+            /// Every tensor-core variant (engine, planes, async loads, fast-path level,
+            /// V prefetch) on random mixes; on devices without tensor cores they run the
+            /// portable kernel.
+            #[test]
+            fn tensor_core_variants() {
+                let Some(dev) = device() else { return };
+                let d = TcOptions::default();
+                let variants = [
+                    TcOptions { warps: 8, ..d },
+                    TcOptions {
+                        async_kv: false,
+                        ..d
+                    },
+                    TcOptions { fast: 0, ..d },
+                    TcOptions { fast: 1, ..d },
+                    TcOptions { fast: 2, ..d },
+                    TcOptions {
+                        engine: TcEngine::Wmma,
+                        ..d
+                    },
+                    TcOptions {
+                        engine: TcEngine::Wmma,
+                        prefetch_v: true,
+                        warps: 8,
+                        ..d
+                    },
+                ];
+                for (i, tc) in variants.into_iter().enumerate() {
+                    suite::random_mixes_tc::<R>(
+                        &dev,
+                        AttnDtype::BF16,
+                        KernelPath::Auto,
+                        tc,
+                        $blocks,
+                        &[64, 128],
+                        400 + i as u64,
+                        2,
                     );
                 }
             }

@@ -72,11 +72,11 @@ if [[ $WHAT == final ]]; then
   : > "$OUT/tests.log"
   try_variant() {  # $1 = binary dir, $2 = warps, $3 = prefetch_v
     local bin=$1 w=$2 pv=$3 tag=$(echo "$1$2$3" | tr -dc 'a-z0-9')
-    echo "== CUDA tests $bin VDIT_TC_WARPS=$w VDIT_TC_PREFETCH_V=$pv" | tee -a "$OUT/tests.log"
-    VDIT_TC_WARPS=$w VDIT_TC_PREFETCH_V=$pv CUBECL_DEBUG_LOG=1 timeout 75 ./$bin/sparse_attention cuda:: --test-threads 1 >> "$OUT/tests.log" 2>&1
+    echo "== CUDA tests $bin (every tensor-core variant runs inside the tests)" | tee -a "$OUT/tests.log"
+    CUBECL_DEBUG_LOG=1 timeout 75 ./$bin/sparse_attention cuda:: --test-threads 1 >> "$OUT/tests.log" 2>&1
     local rc=$?; echo "tests rc=$rc" | tee -a "$OUT/tests.log"
     [[ $rc == 0 ]] || return 0
-    VDIT_TC_WARPS=$w VDIT_TC_PREFETCH_V=$pv timeout 60 ./$bin/kernel_bench --out /tmp/kq$tag --quick --only wan21_480p >> "$OUT/tests.log" 2>&1
+    timeout 60 ./$bin/kernel_bench --out /tmp/kq$tag --quick --only wan21_480p --tc-warps $w $([[ $pv == 1 ]] && echo --tc-prefetch-v) >> "$OUT/tests.log" 2>&1
     local ms=$(grep -m1 " dense " /tmp/kq$tag/kernels.log | awk '{print $3}')
     echo "$bin warps=$w prefetch_v=$pv dense_ms=$ms" | tee -a "$OUT/tests.log"
     if [[ -n $ms ]] && python3 -c "import sys; sys.exit(0 if $ms < $best_ms else 1)"; then best=$w:$pv; best_ms=$ms; bestbin=$bin; fi
@@ -113,7 +113,7 @@ PY
   w=${best%:*}; pv=${best#*:}
   echo "== full bench with warps=$w prefetch_v=$pv ($BIN)"
   rm -rf /tmp/kbench
-  VDIT_TC_WARPS=$w VDIT_TC_PREFETCH_V=$pv timeout 170 ./$BIN/kernel_bench --out /tmp/kbench 2>&1 | tee "$OUT/bench.log"
+  timeout 170 ./$BIN/kernel_bench --out /tmp/kbench --tc-warps $w $([[ $pv == 1 ]] && echo --tc-prefetch-v) 2>&1 | tee "$OUT/bench.log"
   echo "variant warps=$w prefetch_v=$pv bin=$BIN" >> "$OUT/bench.log"
   cp /tmp/kbench/kernels.json "$OUT/" 2>/dev/null || true
   echo "== peers"
@@ -131,20 +131,20 @@ if [[ $WHAT == mma ]]; then
   for variant in ${MMA_VARIANTS:-1:4 0:4 1:8} ${MMA_VERIFIED:-}; do
     a=${variant%:*}; w=${variant#*:}
     if [[ " ${MMA_VERIFIED:-} " != *" $variant "* ]]; then
-    echo "== CUDA tests VDIT_TC_ENGINE=mma VDIT_TC_ASYNC=$a VDIT_TC_WARPS=$w" | tee -a "$OUT/tests.log"
+    echo "== CUDA tests (mma engine; variants async=$a warps=$w and the others run inside the tests)" | tee -a "$OUT/tests.log"
     rm -f /tmp/cubecl.log
-    VDIT_TC_ASYNC=$a VDIT_TC_WARPS=$w CUBECL_DEBUG_LOG=1 timeout ${TEST_TIMEOUT:-70} ./$BIN/sparse_attention cuda:: --test-threads 1 >> "$OUT/tests.log" 2>&1
+    CUBECL_DEBUG_LOG=1 timeout ${TEST_TIMEOUT:-70} ./$BIN/sparse_attention cuda:: --test-threads 1 >> "$OUT/tests.log" 2>&1
     rc=$?; echo "tests rc=$rc" | tee -a "$OUT/tests.log"
     cp /tmp/cubecl.log "$OUT/cubecl_a${a}_w${w}.log" 2>/dev/null
     if [[ $rc != 0 ]]; then grep -E "panicked|error|Error" "$OUT/tests.log" | head -8; continue; fi
     fi
-    VDIT_TC_ASYNC=$a VDIT_TC_WARPS=$w timeout 40 ./$BIN/kernel_bench --out /tmp/kq$a$w --quick --only wan21_480p > /tmp/kq$a$w.out 2>&1
+    timeout 40 ./$BIN/kernel_bench --out /tmp/kq$a$w --quick --only wan21_480p --tc-async $a --tc-warps $w > /tmp/kq$a$w.out 2>&1
     ms=$(grep -m1 " dense " /tmp/kq$a$w/kernels.log | awk '{print $3}')
     echo "async=$a warps=$w dense_ms=$ms" | tee -a "$OUT/tests.log"
     if [[ -n $ms ]] && python3 -c "import sys; sys.exit(0 if $ms < $best_ms else 1)"; then best=$variant; best_ms=$ms; fi
   done
   if [[ -n ${WMMA_BASELINE:-} ]]; then
-    VDIT_TC_ENGINE=wmma timeout 40 ./$BIN/kernel_bench --out /tmp/kqw --quick --only wan21_480p > /tmp/kqw.out 2>&1
+    timeout 40 ./$BIN/kernel_bench --out /tmp/kqw --quick --only wan21_480p --tc-engine wmma > /tmp/kqw.out 2>&1
     echo "wmma baseline: $(grep -m1 ' dense ' /tmp/kqw/kernels.log)" | tee -a "$OUT/tests.log"
   fi
   grep -E "^test |test result|dense_ms|baseline" "$OUT/tests.log" | sort | uniq -c | head -40 | tee "$OUT/tests_summary.txt"
@@ -174,9 +174,9 @@ PY
   cat "$OUT/resource.txt"
   if [[ -z $best ]]; then echo "no mma variant passed"; exit 0; fi
   a=${best%:*}; w=${best#*:}
-  echo "== bench VDIT_TC_ASYNC=$a VDIT_TC_WARPS=$w $BENCH_ARGS"
+  echo "== bench --tc-async $a --tc-warps $w $BENCH_ARGS"
   rm -rf /tmp/kbench
-  VDIT_TC_ASYNC=$a VDIT_TC_WARPS=$w timeout ${BENCH_TIMEOUT:-120} ./$BIN/kernel_bench --out /tmp/kbench $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
+  timeout ${BENCH_TIMEOUT:-120} ./$BIN/kernel_bench --out /tmp/kbench --tc-async $a --tc-warps $w $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
   echo "variant engine=mma async=$a warps=$w" >> "$OUT/bench.log"
   cp /tmp/kbench/kernels.json "$OUT/" 2>/dev/null || true
 fi

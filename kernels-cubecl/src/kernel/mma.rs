@@ -25,7 +25,7 @@
 //! the reuse of a buffer after every plane finished reading it). Without `pipelined`, one
 //! buffer pair is loaded synchronously between two cube barriers per tile.
 //!
-//! Fast path (`fast > 0`, `VDIT_TC_FAST`, default 3): a tile whose 64 keys are all valid
+//! Fast path (`fast > 0`, [`crate::TcOptions::fast`], default 3): a tile whose 64 keys are all valid
 //! (inside the sequence, no key-padding mask) with `scale > 0` skips every per-score select:
 //! the row max is taken on the raw scores (`max(scale s) = scale max(s)`), each probability
 //! is one FMA and one exponential (mode >= 2: `2^(s scale log2 e - m log2 e)` through `powf`,

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use vdit_kernels::reference::sparse_attention_reference;
 use vdit_kernels::{
     AttentionBuffers, AttnDtype, DeviceLayer, KernelError, KernelPath, LaunchInfo, MaskDtype,
-    SparseAttention, launch, launch_count,
+    SparseAttention, TcOptions, launch, launch_count,
 };
 use vdit_patterns::{CompiledLayer, Pattern, TextPosition, TokenSpan, VideoLayout};
 
@@ -241,6 +241,30 @@ pub fn random_mixes<R: Runtime>(
     seed: u64,
     cases: usize,
 ) {
+    random_mixes_tc::<R>(
+        device,
+        dtype,
+        path,
+        TcOptions::default(),
+        blocks,
+        dims,
+        seed,
+        cases,
+    );
+}
+
+/// [`random_mixes`] with a tensor-core variant.
+#[allow(clippy::too_many_arguments)]
+pub fn random_mixes_tc<R: Runtime>(
+    device: &R::Device,
+    dtype: AttnDtype,
+    path: KernelPath,
+    tc: TcOptions,
+    blocks: &[usize],
+    dims: &[usize],
+    seed: u64,
+    cases: usize,
+) {
     let client = R::client(device);
     if !supports(&client, dtype) {
         eprintln!("skipping: {dtype:?} not supported on this device");
@@ -259,7 +283,7 @@ pub fn random_mixes<R: Runtime>(
         let mut case = make_case(
             &mut rng, layout, &patterns, block, batch, head_dim, dtype, 1.5,
         );
-        case.problem = case.problem.clone().with_path(path);
+        case.problem = case.problem.clone().with_path(path).with_tc(tc);
         if rng.random_bool(0.5) {
             case.problem = case.problem.clone().with_lse();
         }
@@ -269,6 +293,12 @@ pub fn random_mixes<R: Runtime>(
         let info = check(&client, &case, tolerance(dtype, path));
         if path != KernelPath::Auto {
             assert_eq!(info.path, path);
+        }
+        if info.path == KernelPath::TensorCore {
+            // The requested engine runs where the device has it (mma needs sm_80+).
+            assert!(info.engine.is_some());
+        } else {
+            assert_eq!(info.engine, None);
         }
     }
 }
@@ -571,6 +601,19 @@ pub fn bad_input<R: Runtime>(device: &R::Device) {
             ..
         })
     ));
+    for tc in [
+        TcOptions {
+            warps: 6,
+            ..Default::default()
+        },
+        TcOptions {
+            fast: 4,
+            ..Default::default()
+        },
+    ] {
+        c.problem = case.problem.clone().with_tc(tc);
+        assert!(matches!(run(&client, &c), Err(KernelError::Option(_))));
+    }
     c.problem = case.problem.clone();
     c.problem.head_dim = 40;
     assert!(matches!(run(&client, &c), Err(KernelError::HeadDim { .. })));
