@@ -186,6 +186,21 @@ impl<B: ModelBackend> CogVideoXTransformer3DModel<B> {
         self.forward(hidden, timestep, text, &ctx)
     }
 
+    /// Checks that a forward of `batch` x `tokens` (text + video) fits the backend's
+    /// tensor indexing: the widest activation is the FFN's `[batch, tokens, ffn_dim]`.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] naming the size when it does not fit.
+    pub fn check_size(&self, batch: usize, tokens: usize) -> Result<()>
+    where
+        B: ModelBackend,
+    {
+        vdit_models::check_tensor_elems::<B>(
+            "the FFN activation",
+            &[batch, tokens, self.config.ffn_dim],
+        )
+    }
+
     /// The denoiser: latents `[B, F, C_in, H, W]` (`F` a multiple of `patch_size_t`: the
     /// pipeline pads odd latent frame counts, see [`crate::pipeline::LatentFrames`]),
     /// timesteps `[B]` (or `[1]`, broadcast), text `[B, L, text_embed_dim]`, through
@@ -227,6 +242,7 @@ impl<B: ModelBackend> CogVideoXTransformer3DModel<B> {
                 ctx.layout()
             )));
         }
+        self.check_size(b, layout.total_tokens())?;
         let t_host: Vec<f32> = timestep
             .into_data()
             .convert::<f32>()

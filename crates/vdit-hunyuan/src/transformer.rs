@@ -201,7 +201,12 @@ impl<B: ModelBackend> HunyuanVideoTransformer3DModel<B> {
             .map(|j| SingleStreamBlock::load(&weights.pp("single_transformer_blocks").pp(j), c))
             .collect::<Result<Vec<_>>>()?;
         let model = HunyuanVideoTransformer3DModel {
-            x_embedder: PatchEmbed::load(&weights.pp("x_embedder").pp("proj"), c)?,
+            x_embedder: PatchEmbed::load(
+                &weights.pp("x_embedder").pp("proj"),
+                c.in_channels,
+                c.dim,
+                c.patch_size,
+            )?,
             context_embedder: TokenRefiner::load(&weights.pp("context_embedder"), c)?,
             time_text_embed: ConditionEmbedding::load(&weights.pp("time_text_embed"), c)?,
             transformer_blocks,
@@ -289,6 +294,23 @@ impl<B: ModelBackend> HunyuanVideoTransformer3DModel<B> {
         self.forward(inputs, &ctx)
     }
 
+    /// Checks that a forward of `batch` x `tokens` (video + text) fits the backend's
+    /// tensor indexing: the widest activation is the single-stream block's
+    /// `[batch, tokens, dim + mlp_dim]` (attention output next to the MLP branch).
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] naming the size when it does not fit.
+    pub fn check_size(&self, batch: usize, tokens: usize) -> Result<()>
+    where
+        B: ModelBackend,
+    {
+        let c = &self.config;
+        vdit_models::check_tensor_elems::<B>(
+            "the single-stream block's activation",
+            &[batch, tokens, c.dim + c.mlp_dim],
+        )
+    }
+
     /// One denoiser call (diffusers `forward`).
     ///
     /// `ctx` must carry the layout of these latents and text ([`Self::layout`]); with a
@@ -332,6 +354,7 @@ impl<B: ModelBackend> HunyuanVideoTransformer3DModel<B> {
                 ctx.layout()
             )));
         }
+        self.check_size(b, layout.total_tokens())?;
         if encoder_attention_mask.dims() != [b, l] {
             return Err(ModelError::Input(format!(
                 "encoder_attention_mask is {:?}, expected [{b}, {l}]",

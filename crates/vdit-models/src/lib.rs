@@ -76,6 +76,24 @@ pub trait ModelBackend:
 {
 }
 
+/// Checks that an activation of `dims` (e.g. `[batch, tokens, ffn width]`, the widest
+/// tensor of a forward) fits the backend's tensor indexing
+/// ([`vdit_ops::LinearBackend::MAX_TENSOR_ELEMS`]: `2^32 - 1` elements on the CubeCL
+/// backends). Models call it before any work so that a too-large batch or resolution is a
+/// clear [`ModelError::Input`] instead of a failure deep inside a GPU kernel.
+pub fn check_tensor_elems<B: ModelBackend>(what: &str, dims: &[usize]) -> Result<()> {
+    let elems = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    match elems {
+        Some(n) if n <= B::MAX_TENSOR_ELEMS => Ok(()),
+        _ => Err(ModelError::Input(format!(
+            "{what} would be a tensor of {dims:?} = {} elements, more than this backend \
+             indexes ({}); lower the batch size, the frame count or the resolution",
+            elems.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string()),
+            B::MAX_TENSOR_ELEMS
+        ))),
+    }
+}
+
 impl<B> ModelBackend for B where
     B: vdit_attention::SparseAttentionBackend + vdit_ops::LinearBackend + vdit_ops::FusedBackend
 {

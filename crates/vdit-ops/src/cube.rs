@@ -14,6 +14,7 @@ where
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
 {
+    const MAX_TENSOR_ELEMS: usize = u32::MAX as usize;
 }
 
 #[cfg(feature = "cuda")]
@@ -36,6 +37,8 @@ mod cuda {
         I: IntElement,
         BT: BoolElement,
     {
+        const MAX_TENSOR_ELEMS: usize = u32::MAX as usize;
+
         fn linear(
             x: Tensor<Self, 2>,
             weight: Tensor<Self, 2>,

@@ -45,6 +45,12 @@ pub(crate) fn note_engine(engine: LinearEngine) {
 /// The provided method is Burn's composition (`matmul`, broadcast bias add, activation),
 /// which every backend runs; the CUDA CubeCL backend overrides it with cuBLASLt.
 pub trait LinearBackend: Backend {
+    /// The most elements one tensor may have on this backend. CubeCL 0.10 indexes
+    /// tensors with 32-bit scalars (`u32::MAX` on the CubeCL backends): past it an
+    /// elementwise kernel fails inside CubeCL without saying why, so the models check
+    /// their widest activation against this before running (`vdit_models::check_tensor_elems`).
+    const MAX_TENSOR_ELEMS: usize = usize::MAX;
+
     /// `act(x · weight + bias)`.
     ///
     /// # Shapes

@@ -1,57 +1,20 @@
 //! Patch embedding and the time/text condition embedder.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use vdit_models::nn::{Linear, TimestepEmbedding, silu, timestep_embedding, to_dtype};
-use vdit_models::{Init, Result, Weights};
+use vdit_models::nn::{
+    Linear, PatchEmbed3d, TimestepEmbedding, silu, timestep_embedding, to_dtype,
+};
+use vdit_models::{Result, Weights};
 use vdit_ops::Epilogue;
 
 use crate::WanConfig;
 use vdit_models::ModelBackend;
 
-/// `patch_embedding`: a Conv3d with kernel = stride = patch size, computed as a Linear
-/// over each patch's features in (c, pt, ph, pw) order (the Conv3d weight
-/// `[D, C, pt, ph, pw]` flattened).
-#[derive(Module, Debug)]
-pub struct PatchEmbed<B: Backend> {
-    /// `[C*pt*ph*pw] -> [D]`.
-    pub proj: Linear<B>,
-    /// Patch size.
-    pub patch: [usize; 3],
-}
-
-impl<B: ModelBackend> PatchEmbed<B> {
-    /// Loads `weight` `[D, C, pt, ph, pw]` and `bias` `[D]`.
-    pub fn load(w: &Weights<B>, c: &WanConfig) -> Result<Self> {
-        let [pt, ph, pw] = c.patch_size;
-        let k = c.in_channels * pt * ph * pw;
-        let init = Init::fan_in(k);
-        let weight: Tensor<B, 5> = w.get("weight", [c.dim, c.in_channels, pt, ph, pw], init)?;
-        let weight = weight.reshape([c.dim, k]).transpose();
-        let bias = w.get("bias", [c.dim], init)?;
-        Ok(PatchEmbed {
-            proj: Linear {
-                weight: Param::from_tensor(weight),
-                bias: Some(Param::from_tensor(bias)),
-            },
-            patch: c.patch_size,
-        })
-    }
-
-    /// # Shapes
-    /// `[B, C, F, H, W] -> [B, F/pt * H/ph * W/pw, D]`, tokens frame-major.
-    pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
-        let [b, c, f, h, w] = x.dims();
-        let [pt, ph, pw] = self.patch;
-        let (tf, th, tw) = (f / pt, h / ph, w / pw);
-        let x: Tensor<B, 8> = x.reshape([b, c, tf, pt, th, ph, tw, pw]);
-        let x = x
-            .permute([0, 2, 4, 6, 1, 3, 5, 7])
-            .reshape([b, tf * th * tw, c * pt * ph * pw]);
-        self.proj.forward(x)
-    }
-}
+/// The patch embedding (vdit-models' shared [`PatchEmbed3d`]); load it with
+/// `PatchEmbed::load(w, c.in_channels, c.dim, c.patch_size)`.
+pub type PatchEmbed<B> = PatchEmbed3d<B>;
 
 /// `condition_embedder` (diffusers `WanTimeTextImageEmbedding`, T2V part).
 #[derive(Module, Debug)]

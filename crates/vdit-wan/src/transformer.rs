@@ -77,7 +77,12 @@ impl<B: ModelBackend> WanTransformer3DModel<B> {
             .map(|i| WanBlock::load(&weights.pp("blocks").pp(i), c))
             .collect::<Result<Vec<_>>>()?;
         let model = WanTransformer3DModel {
-            patch_embedding: PatchEmbed::load(&weights.pp("patch_embedding"), c)?,
+            patch_embedding: PatchEmbed::load(
+                &weights.pp("patch_embedding"),
+                c.in_channels,
+                c.dim,
+                c.patch_size,
+            )?,
             condition_embedder: ConditionEmbedder::load(&weights.pp("condition_embedder"), c)?,
             blocks,
             norm_out: LayerNorm32::plain(d, c.eps),
@@ -169,6 +174,21 @@ impl<B: ModelBackend> WanTransformer3DModel<B> {
         self.forward(hidden, timestep, text, &ctx)
     }
 
+    /// Checks that a forward of `batch` x `tokens` fits the backend's tensor indexing: the
+    /// widest activation is the FFN's `[batch, tokens, ffn_dim]`.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] naming the size when it does not fit.
+    pub fn check_size(&self, batch: usize, tokens: usize) -> Result<()>
+    where
+        B: ModelBackend,
+    {
+        vdit_models::check_tensor_elems::<B>(
+            "the FFN activation",
+            &[batch, tokens, self.config.ffn_dim],
+        )
+    }
+
     /// One denoiser call.
     ///
     /// `ctx` must carry the layout of these latents ([`Self::layout`]); with a plan,
@@ -209,6 +229,7 @@ impl<B: ModelBackend> WanTransformer3DModel<B> {
                 [b, ch, f, h, w]
             )));
         }
+        self.check_size(b, layout.total_tokens())?;
         let [tb, l, td] = encoder_hidden_states.dims();
         if l == 0 {
             return Err(ModelError::Input(

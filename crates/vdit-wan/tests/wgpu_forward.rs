@@ -56,6 +56,17 @@ fn tiny_forward_on_wgpu_matches_burn_flex() {
         num += (g as f64 - w as f64).powi(2);
         den += (w as f64).powi(2);
     }
+    // A batch whose FFN activation passes 2^32 elements: a clear input error on the
+    // CubeCL backend before any work (CubeCL 0.10 indexes with u32), fine on burn-flex.
+    let tokens = 5 * 8 * 12 / 4; // latents 5x8x12 of this fixture, patch 1x2x2
+    let batch = u32::MAX as usize / (tokens * gpu.config.ffn_dim) + 1;
+    let msg = gpu.check_size(batch, tokens).unwrap_err().to_string();
+    assert!(msg.contains("lower the batch size"), "{msg}");
+    cpu.check_size(batch, tokens).unwrap();
+    assert!(
+        cpu.check_size(usize::MAX, tokens).is_err(),
+        "usize overflow"
+    );
     let err = (num / den).sqrt();
     println!("wgpu vs burn-flex: relative L2 error {err:.3e}");
     // f32 throughout; the kernels only change summation orders.

@@ -1,12 +1,60 @@
 //! Sinusoidal timestep embeddings (diffusers `get_timestep_embedding`, `Timesteps`,
 //! `TimestepEmbedding`).
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
 use super::{Linear, silu};
-use crate::{Result, Weights};
+use crate::{Init, ModelBackend, Result, Weights};
+
+/// A 3D patch embedding: diffusers' `Conv3d` with kernel = stride = patch size (Wan2.1's
+/// `patch_embedding`, HunyuanVideo's `x_embedder.proj`), computed as one Linear (a GEMM)
+/// over each patch's features in `(c, pt, ph, pw)` order: the Conv3d weight
+/// `[D, C, pt, ph, pw]` flattened.
+#[derive(Module, Debug)]
+pub struct PatchEmbed3d<B: Backend> {
+    /// `[C*pt*ph*pw] -> [D]`.
+    pub proj: Linear<B>,
+    /// `(t, h, w)` patch size.
+    #[module(skip)]
+    pub patch: [usize; 3],
+}
+
+impl<B: ModelBackend> PatchEmbed3d<B> {
+    /// Loads `weight` `[dim, in_channels, pt, ph, pw]` and `bias` `[dim]` under `w`.
+    ///
+    /// # Errors
+    /// Missing or wrongly shaped weights (the error names the key).
+    pub fn load(w: &Weights<B>, in_channels: usize, dim: usize, patch: [usize; 3]) -> Result<Self> {
+        let [pt, ph, pw] = patch;
+        let k = in_channels * pt * ph * pw;
+        let init = Init::fan_in(k);
+        let weight: Tensor<B, 5> = w.get("weight", [dim, in_channels, pt, ph, pw], init)?;
+        let weight = weight.reshape([dim, k]).transpose();
+        let bias = w.get("bias", [dim], init)?;
+        Ok(PatchEmbed3d {
+            proj: Linear {
+                weight: Param::from_tensor(weight),
+                bias: Some(Param::from_tensor(bias)),
+            },
+            patch,
+        })
+    }
+
+    /// # Shapes
+    /// `[B, C, F, H, W] -> [B, F/pt * H/ph * W/pw, D]`, tokens frame-major.
+    pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
+        let [b, c, f, h, w] = x.dims();
+        let [pt, ph, pw] = self.patch;
+        let (tf, th, tw) = (f / pt, h / ph, w / pw);
+        let x: Tensor<B, 8> = x.reshape([b, c, tf, pt, th, ph, tw, pw]);
+        let x = x
+            .permute([0, 2, 4, 6, 1, 3, 5, 7])
+            .reshape([b, tf * th * tw, c * pt * ph * pw]);
+        self.proj.forward(x)
+    }
+}
 
 /// diffusers `get_timestep_embedding` on the host, reproducing PyTorch's f32 arithmetic
 /// step by step (`exponent = -ln(max_period) * k / (half - shift)`, `exp`, `t * freq`,

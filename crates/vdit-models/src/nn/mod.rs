@@ -16,7 +16,9 @@ mod linear;
 mod norm;
 pub mod rope;
 
-pub use embeddings::{TimestepEmbedding, timestep_embedding, timestep_embedding_host};
+pub use embeddings::{
+    PatchEmbed3d, TimestepEmbedding, timestep_embedding, timestep_embedding_host,
+};
 pub use feed_forward::{FeedForward, FfActivation};
 pub use linear::Linear;
 pub use norm::{LayerNorm32, RmsNorm32};
