@@ -161,6 +161,48 @@ fn export_mask(dir: &std::path::Path, name: &str, layer: &CompiledLayer, m: &Mod
     std::fs::write(dir.join(format!("{name}.json")), meta.to_string()).unwrap();
 }
 
+/// The tensor-core variant from `--tc-engine mma|wmma`, `--tc-warps 4|8`, `--tc-async 0|1`,
+/// `--tc-fast 0..3`, `--tc-prefetch-v` (defaults: the measured best). A flag without a
+/// value or with a value outside its set is an error.
+fn tc_options(args: &[String]) -> Result<TcOptions, String> {
+    let value = |flag: &str| -> Result<Option<&str>, String> {
+        match args.iter().position(|a| a == flag) {
+            None => Ok(None),
+            Some(i) => args
+                .get(i + 1)
+                .map(|v| Some(v.as_str()))
+                .ok_or_else(|| format!("{flag} needs a value")),
+        }
+    };
+    let engine = match value("--tc-engine")? {
+        None | Some("mma") => TcEngine::Mma,
+        Some("wmma") => TcEngine::Wmma,
+        Some(other) => return Err(format!("--tc-engine takes mma or wmma, not {other:?}")),
+    };
+    let mut tc = TcOptions {
+        engine,
+        ..TcOptions::default()
+    };
+    if let Some(w) = value("--tc-warps")? {
+        tc.warps = w
+            .parse()
+            .map_err(|_| format!("--tc-warps takes 4 or 8, not {w:?}"))?;
+    }
+    tc.async_kv = match value("--tc-async")? {
+        None | Some("1") => true,
+        Some("0") => false,
+        Some(other) => return Err(format!("--tc-async takes 0 or 1, not {other:?}")),
+    };
+    if let Some(f) = value("--tc-fast")? {
+        tc.fast = f
+            .parse()
+            .map_err(|_| format!("--tc-fast takes 0..=3, not {f:?}"))?;
+    }
+    tc.prefetch_v = args.iter().any(|a| a == "--tc-prefetch-v");
+    tc.validate().map_err(|e| e.to_string())?;
+    Ok(tc)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let out_dir = args
@@ -174,32 +216,13 @@ fn main() {
         .iter()
         .position(|a| a == "--only")
         .map(|i| args[i + 1].clone());
-    // Tensor-core variant (defaults: the measured best): --tc-engine mma|wmma,
-    // --tc-warps 4|8, --tc-async 0|1, --tc-fast 0..3, --tc-prefetch-v.
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1).cloned())
+    let tc = match tc_options(&args) {
+        Ok(tc) => tc,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
     };
-    let mut tc = TcOptions::default();
-    if let Some(e) = value("--tc-engine") {
-        tc.engine = match e.as_str() {
-            "wmma" => TcEngine::Wmma,
-            "mma" => TcEngine::Mma,
-            other => panic!("--tc-engine takes mma or wmma, not {other}"),
-        };
-    }
-    if let Some(w) = value("--tc-warps") {
-        tc.warps = w.parse().expect("--tc-warps takes 4 or 8");
-    }
-    if let Some(a) = value("--tc-async") {
-        tc.async_kv = a != "0";
-    }
-    if let Some(f) = value("--tc-fast") {
-        tc.fast = f.parse().expect("--tc-fast takes 0..=3");
-    }
-    tc.prefetch_v = args.iter().any(|a| a == "--tc-prefetch-v");
-    tc.validate().expect("tensor-core options");
     let out_dir = std::path::PathBuf::from(out_dir);
     let masks = out_dir.join("masks");
     std::fs::create_dir_all(&masks).unwrap();
