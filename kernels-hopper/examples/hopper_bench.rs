@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use half::bf16;
-use vdit_kernels_hopper::host::{VLayout, bf16_bytes, bf16_from_bytes, dense_attention};
+use vdit_kernels_hopper::host::{bf16_bytes, bf16_from_bytes, dense_attention_with};
 
 fn main() {
     let iters: usize = std::env::args()
@@ -13,26 +13,46 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("--iters takes a number"))
         .unwrap_or(10);
+    // `--variant W:A` times one cube shape (W warpgroups, A = cp.async true/false) only.
+    let variants: Vec<(u32, bool)> = match std::env::args().skip_while(|a| a != "--variant").nth(1)
+    {
+        Some(v) => {
+            let (w, a) = v
+                .split_once(':')
+                .expect("--variant takes WARPGROUPS:CP_ASYNC");
+            vec![(
+                w.parse().expect("warpgroups"),
+                a.parse().expect("true or false"),
+            )]
+        }
+        None => vec![(2, false), (1, true), (2, true), (3, true)],
+    };
     let client = cubecl::Device::Cuda(Default::default()).client();
     for (name, heads, tokens) in [
         ("wan2.1-480p", 12usize, 32_760usize),
         ("hunyuan-720p", 24, 119_056),
     ] {
-        for layout in [VLayout::Transposed, VLayout::MnMajor] {
-            let n = heads * tokens * 128;
-            let data: Vec<bf16> = (0..n)
-                .map(|i| bf16::from_f32(((i * 7919) % 2001) as f32 / 1000.0 - 1.0))
-                .collect();
-            let bytes = bf16_bytes(&data);
-            let q = client.create_from_slice(&bytes);
-            let k = client.create_from_slice(&bytes);
-            let v = client.create_from_slice(&bytes);
-            let o = client.empty(n * 2);
-            dense_attention(&client, &q, &k, &v, &o, heads, tokens, None, layout).unwrap();
+        let n = heads * tokens * 128;
+        let data: Vec<bf16> = (0..n)
+            .map(|i| bf16::from_f32(((i * 7919) % 2001) as f32 / 1000.0 - 1.0))
+            .collect();
+        let bytes = bf16_bytes(&data);
+        let q = client.create_from_slice(&bytes);
+        let k = client.create_from_slice(&bytes);
+        let v = client.create_from_slice(&bytes);
+        let o = client.empty(n * 2);
+        for &(wgs, async_copy) in &variants {
+            dense_attention_with(
+                &client, &q, &k, &v, &o, heads, tokens, None, wgs, async_copy,
+            )
+            .unwrap();
             cubecl::future::block_on(client.sync()).unwrap();
             let t = Instant::now();
             for _ in 0..iters {
-                dense_attention(&client, &q, &k, &v, &o, heads, tokens, None, layout).unwrap();
+                dense_attention_with(
+                    &client, &q, &k, &v, &o, heads, tokens, None, wgs, async_copy,
+                )
+                .unwrap();
             }
             cubecl::future::block_on(client.sync()).unwrap();
             let ms = t.elapsed().as_secs_f64() * 1e3 / iters as f64;
@@ -56,7 +76,7 @@ fn main() {
             );
             let flops = 4.0 * heads as f64 * (tokens as f64).powi(2) * 128.0;
             println!(
-                "{{\"shape\": \"{name}\", \"v_layout\": \"{layout:?}\", \"heads\": {heads}, \"tokens\": {tokens}, \"ms\": {ms:.3}, \"tflops\": {:.1}, \"check_rel_l2\": {worst:.2e}}}",
+                "{{\"shape\": \"{name}\", \"warpgroups\": {wgs}, \"cp_async\": {async_copy}, \"heads\": {heads}, \"tokens\": {tokens}, \"ms\": {ms:.3}, \"tflops\": {:.1}, \"check_rel_l2\": {worst:.2e}}}",
                 flops / ms / 1e9
             );
         }

@@ -3,15 +3,17 @@
 //! Layout: `q`, `k`, `v`, `out` are `[batch * heads, tokens, 128]` bf16, contiguous. One cube
 //! holds `WGS` warpgroups; each owns 64 query rows and keeps them in shared memory for the
 //! whole key loop (the A operand of `S = Q K^T`). All threads of the cube stage each block of
-//! 64 keys: K as the B operand of `S` (K-major), V transposed (`V^T`, K-major over keys) as
-//! the B operand of `O += P V`. `P` never leaves registers: the `S` accumulator fragment of
+//! 64 keys with `cp.async` into one of two buffers while the previous block is computed: K
+//! as the B operand of `S` (K-major), V as it lies (MN-major) as the B operand of `O += P V`
+//! (`wgmma`'s transpose flag). `P` never leaves registers: the `S` accumulator fragment of
 //! `wgmma` is exactly the register-A fragment of the next MMA once packed to bf16 pairs.
 //! Softmax in base 2 with `ex2.approx`, f32 statistics.
 //!
 //! What this version does not do yet (the FA3 design): producer warps with TMA/mbarrier
-//! pipelines, overlapping the two MMAs with softmax across warpgroups, register
+//! pipelines (here every thread copies, and two barriers per block keep the buffers apart), overlapping the two MMAs with softmax across warpgroups, register
 //! reallocation, swizzled layouts, head dim 64, sparse block tables.
 
+use cubecl::frontend::barrier::copy_async;
 use cubecl::prelude::*;
 use half::bf16;
 
@@ -20,8 +22,8 @@ use crate::layout::{
     descriptor_bits, kmajor_offset_cube, mnmajor_offset_cube, slab_bytes,
 };
 use crate::ptx::{
-    a_fragments, ex2_approx, fence_proxy_async_shared, make_descriptor, shared_address,
-    wgmma_rs_m64n128_bf16_k64, wgmma_ss_m64n64_bf16,
+    a_fragments, cp_async_commit, cp_async_wait, ex2_approx, fence_proxy_async_shared,
+    make_descriptor, shared_address, wgmma_rs_m64n128_bf16_k64, wgmma_ss_m64n64_bf16,
 };
 
 /// Head dimension of this engine.
@@ -31,16 +33,20 @@ pub const KV_BLOCK: u32 = 64;
 /// Query rows per warpgroup.
 pub const ROWS_PER_WARPGROUP: u32 = 64;
 
-/// Bytes of dynamic shared memory one cube of `wgs` warpgroups uses.
-pub const fn shared_bytes(wgs: u32, v_mn_major: bool) -> u32 {
-    let vt = if v_mn_major { 8 } else { KV_BLOCK * HEAD_DIM };
-    (wgs * ROWS_PER_WARPGROUP * HEAD_DIM + 2 * KV_BLOCK * HEAD_DIM + vt) * 2
+/// Bytes of one staged K (or V) block.
+pub const KV_TILE_BYTES: u32 = KV_BLOCK * HEAD_DIM * 2;
+
+/// Bytes of dynamic shared memory one cube of `wgs` warpgroups uses (Q tiles, and two
+/// stages of K and V).
+pub const fn shared_bytes(wgs: u32) -> u32 {
+    wgs * ROWS_PER_WARPGROUP * HEAD_DIM * 2 + 4 * KV_TILE_BYTES
 }
 
 /// The dense forward kernel. Launch with `CubeDim::new_1d(128 * wgs)` and
 /// `CubeCount::Static(ceil(tokens / (64 * wgs)), batch * heads, 1)`.
 /// `scale_log2` is the softmax scale times `log2(e)`.
 #[cube(launch)]
+#[allow(clippy::manual_div_ceil)] // the kernel language has no `div_ceil`
 pub fn flash_fwd_kernel(
     q: &[Vector<bf16, Const<8>>],
     k: &[Vector<bf16, Const<8>>],
@@ -49,7 +55,7 @@ pub fn flash_fwd_kernel(
     tokens: u32,
     scale_log2: f32,
     #[comptime] wgs: u32,
-    #[comptime] v_mn_major: bool,
+    #[comptime] async_copy: bool,
 ) {
     let d = comptime![HEAD_DIM];
     let threads = comptime![128 * wgs];
@@ -64,26 +70,14 @@ pub fn flash_fwd_kernel(
         comptime![(wgs * 64 * HEAD_DIM / 8) as usize],
         128usize,
     );
-    let mut sk = Shared::<[Vector<bf16, Const<8>>]>::new_aligned_slice(
-        comptime![(KV_BLOCK * HEAD_DIM / 8) as usize],
+    // Two stages of K, then two of V.
+    let mut skv = Shared::<[Vector<bf16, Const<8>>]>::new_aligned_slice(
+        comptime![(4 * KV_TILE_BYTES / 16) as usize],
         128usize,
     );
-    let mut sv = Shared::<[Vector<bf16, Const<8>>]>::new_aligned_slice(
-        comptime![(KV_BLOCK * HEAD_DIM / 8) as usize],
-        128usize,
-    );
-    // V^T for the K-major variant (element stores; unused by the MN-major one).
-    let mut svt = Shared::<[bf16]>::new_aligned_slice(
-        comptime![if v_mn_major {
-            8
-        } else {
-            (KV_BLOCK * HEAD_DIM) as usize
-        }],
-        128usize,
-    );
+    let zero8 = Vector::<bf16, Const<8>>::new(bf16::from_int(0));
 
     // Q rows of every warpgroup, 8 columns per access, zero past the last token.
-    let zero8 = Vector::<bf16, Const<8>>::new(bf16::from_int(0));
     let mut idx = tid;
     while idx < comptime![wgs * 64 * HEAD_DIM / 8] {
         let r = idx / comptime![HEAD_DIM / 8];
@@ -99,18 +93,17 @@ pub fn flash_fwd_kernel(
     }
 
     let bits = comptime![descriptor_bits(KMAJOR_LBO, KMAJOR_SBO)];
+    let v_bits = comptime![descriptor_bits(MNMAJOR_LBO, MNMAJOR_SBO)];
     let q_addr = shared_address::<Vector<bf16, Const<8>>>(unsafe { sq.as_ptr_unchecked() })
         + wg * comptime![64 * HEAD_DIM * 2];
-    let k_addr = shared_address::<Vector<bf16, Const<8>>>(unsafe { sk.as_ptr_unchecked() });
-    let v_addr = shared_address::<Vector<bf16, Const<8>>>(unsafe { sv.as_ptr_unchecked() });
+    let kv_addr = shared_address::<Vector<bf16, Const<8>>>(unsafe { skv.as_ptr_unchecked() });
     let desc_q = make_descriptor(q_addr, bits);
-    let desc_k = make_descriptor(k_addr, bits);
-    let vt_addr = shared_address::<bf16>(unsafe { svt.as_ptr_unchecked() });
-    let desc_v = if comptime![v_mn_major] {
-        make_descriptor(v_addr, comptime![descriptor_bits(MNMAJOR_LBO, MNMAJOR_SBO)])
-    } else {
-        make_descriptor(vt_addr, bits)
-    };
+
+    let blocks = (tokens + 63) / 64;
+    issue_kv_block(
+        k, v, &mut skv, 0u32, 0u32, base, tokens, tid, threads, async_copy,
+    );
+    cp_async_commit();
 
     let mut o_acc = Vector::<f32, Const<64>>::new(0.0);
     let mut m0 = f32::new(-1.0e30);
@@ -118,48 +111,35 @@ pub fn flash_fwd_kernel(
     let mut l0 = f32::new(0.0);
     let mut l1 = f32::new(0.0);
 
-    let blocks = (tokens + 63) / 64;
     for blk in 0..blocks {
         let key0 = blk * 64;
+        let stage = blk % 2;
+        // Everyone is done with the buffer the next block goes into (read two blocks ago).
         sync_cube();
-        // K block: row j, 8 columns per access (K-major, 64 rows).
-        let mut i = tid;
-        while i < comptime![KV_BLOCK * HEAD_DIM / 8] {
-            let j = i / comptime![HEAD_DIM / 8];
-            let c = (i % comptime![HEAD_DIM / 8]) * 8;
-            let key = key0 + j;
-            let mut val = zero8;
-            if key < tokens {
-                val = k[((base + key * d + c) / 8) as usize];
-            }
-            sk[(kmajor_offset_cube(j, c, 64u32) / 8) as usize] = val;
-            i += threads;
+        if blk + 1 < blocks {
+            issue_kv_block(
+                k,
+                v,
+                &mut skv,
+                blk + 1,
+                1 - stage,
+                base,
+                tokens,
+                tid,
+                threads,
+                async_copy,
+            );
         }
-        // V block, 8 columns per access: MN-major as it lies (B with the transpose flag), or
-        // transposed to K-major V^T element by element.
-        let mut e = tid;
-        while e < comptime![KV_BLOCK * HEAD_DIM / 8] {
-            let j = e / comptime![HEAD_DIM / 8];
-            let c = (e % comptime![HEAD_DIM / 8]) * 8;
-            let key = key0 + j;
-            let mut val = zero8;
-            if key < tokens {
-                val = v[((base + key * d + c) / 8) as usize];
-            }
-            if comptime![v_mn_major] {
-                sv[(mnmajor_offset_cube(j, c, comptime![HEAD_DIM]) / 8) as usize] = val;
-            } else {
-                let o = kmajor_offset_cube(c, j, comptime![HEAD_DIM]);
-                #[unroll]
-                for x in 0..8u32 {
-                    svt[(o + x * 8) as usize] = val.extract(comptime![x as usize]);
-                }
-            }
-            e += threads;
-        }
+        cp_async_commit();
+        cp_async_wait(1u32);
         fence_proxy_async_shared();
         sync_cube();
 
+        let desc_k = make_descriptor(kv_addr + stage * comptime![KV_TILE_BYTES], bits);
+        let desc_v = make_descriptor(
+            kv_addr + comptime![2 * KV_TILE_BYTES] + stage * comptime![KV_TILE_BYTES],
+            v_bits,
+        );
         let s = wgmma_ss_m64n64_bf16(
             desc_q,
             desc_k,
@@ -220,7 +200,7 @@ pub fn flash_fwd_kernel(
             a_fragments(p),
             desc_v,
             comptime![(slab_bytes(HEAD_DIM) / 16) as u64],
-            v_mn_major,
+            true,
         );
         #[unroll]
         for reg in 0..64u32 {
@@ -254,5 +234,64 @@ pub fn flash_fwd_kernel(
             }
             out[(base + row * d + col) as usize] = bf16::cast_from(val);
         }
+    }
+}
+
+/// Issues this thread's copies of key block `blk` into buffer `stage`: K rows K-major, V
+/// rows MN-major, 16 bytes each, zero-filled past the last token. With `async_copy` through
+/// `cp.async` (complete at the caller's wait), otherwise through registers (complete on
+/// return).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn issue_kv_block(
+    k: &[Vector<bf16, Const<8>>],
+    v: &[Vector<bf16, Const<8>>],
+    skv: &mut [Vector<bf16, Const<8>>],
+    blk: u32,
+    stage: u32,
+    base: u32,
+    tokens: u32,
+    tid: u32,
+    #[comptime] threads: u32,
+    #[comptime] async_copy: bool,
+) {
+    let mut i = tid;
+    while i < comptime![KV_BLOCK * HEAD_DIM / 8] {
+        let j = i / comptime![HEAD_DIM / 8];
+        let c = (i % comptime![HEAD_DIM / 8]) * 8;
+        let key = blk * 64 + j;
+        let k_off = kmajor_offset_cube(j, c, 64u32);
+        let v_off = mnmajor_offset_cube(j, c, comptime![HEAD_DIM]);
+        let k_slot = (stage * comptime![KV_TILE_BYTES / 16] + k_off / 8) as usize;
+        let v_slot = (comptime![2 * KV_TILE_BYTES / 16]
+            + stage * comptime![KV_TILE_BYTES / 16]
+            + v_off / 8) as usize;
+        if comptime![async_copy] {
+            if key < tokens {
+                let src = ((base + key * comptime![HEAD_DIM] + c) / 8) as usize;
+                // cubecl's `copy_async` lowers to `cp.async.cg ... 16` (size in scalars).
+                copy_async(&k[src..src + 1], &mut skv[k_slot..k_slot + 1], 8u32);
+                copy_async(&v[src..src + 1], &mut skv[v_slot..v_slot + 1], 8u32);
+            } else {
+                let zero = Vector::<bf16, Const<8>>::new(bf16::from_int(0));
+                skv[k_slot] = zero;
+                skv[v_slot] = zero;
+            }
+        } else {
+            let mut kv = Vector::<bf16, Const<8>>::new(bf16::from_int(0));
+            let mut vv = Vector::<bf16, Const<8>>::new(bf16::from_int(0));
+            if key < tokens {
+                let src = ((base + key * comptime![HEAD_DIM] + c) / 8) as usize;
+                kv = k[src];
+                vv = v[src];
+            }
+            let k_slot = stage * comptime![KV_TILE_BYTES / 16] + k_off / 8;
+            let v_slot = comptime![2 * KV_TILE_BYTES / 16]
+                + stage * comptime![KV_TILE_BYTES / 16]
+                + v_off / 8;
+            skv[k_slot as usize] = kv;
+            skv[v_slot as usize] = vv;
+        }
+        i += threads;
     }
 }

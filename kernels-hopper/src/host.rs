@@ -18,6 +18,9 @@ pub enum HopperError {
         /// The length the problem needs.
         want: usize,
     },
+    /// Warpgroups per cube outside 1..=3.
+    #[error("{0} warpgroups per cube; the kernel takes 1 to 3")]
+    BadWarpgroups(u32),
     /// The problem is empty or past 32-bit indexing.
     #[error("batch*heads = {batch_heads}, tokens = {tokens}: {why}")]
     BadShape {
@@ -31,16 +34,7 @@ pub enum HopperError {
 }
 
 /// Warpgroups per cube of the dense kernel.
-pub const WARPGROUPS: u32 = 2;
-
-/// How the kernel stages V for `O += P V`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VLayout {
-    /// Transposed to K-major `V^T` by element stores.
-    Transposed,
-    /// As it lies (MN-major), read by `wgmma` with its transpose flag; 16-byte stores.
-    MnMajor,
-}
+pub const WARPGROUPS: u32 = 3;
 
 /// Dense attention `softmax(scale * q k^T) v` over `[batch_heads, tokens, 128]` bf16 buffers,
 /// one launch. `scale` defaults to `1/sqrt(128)` when `None`.
@@ -54,8 +48,39 @@ pub fn dense_attention(
     batch_heads: usize,
     tokens: usize,
     scale: Option<f32>,
-    v_layout: VLayout,
 ) -> Result<(), HopperError> {
+    dense_attention_with(
+        client,
+        q,
+        k,
+        v,
+        out,
+        batch_heads,
+        tokens,
+        scale,
+        WARPGROUPS,
+        true,
+    )
+}
+
+/// [`dense_attention`] with `warpgroups` (1 to 3) warpgroups of 64 query rows per cube, and
+/// K/V staged by `cp.async` (`async_copy`) or through registers.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_attention_with(
+    client: &cubecl::client::Client,
+    q: &cubecl::server::Handle,
+    k: &cubecl::server::Handle,
+    v: &cubecl::server::Handle,
+    out: &cubecl::server::Handle,
+    batch_heads: usize,
+    tokens: usize,
+    scale: Option<f32>,
+    warpgroups: u32,
+    async_copy: bool,
+) -> Result<(), HopperError> {
+    if !(1..=3).contains(&warpgroups) {
+        return Err(HopperError::BadWarpgroups(warpgroups));
+    }
     let d = HEAD_DIM as usize;
     if batch_heads == 0 || tokens == 0 {
         return Err(HopperError::BadShape {
@@ -91,21 +116,21 @@ pub fn dense_attention(
         }
     }
     let scale = scale.unwrap_or(1.0 / (d as f32).sqrt());
-    let rows = (ROWS_PER_WARPGROUP * WARPGROUPS) as usize;
+    let rows = (ROWS_PER_WARPGROUP * warpgroups) as usize;
     let cubes = tokens.div_ceil(rows) as u32;
     unsafe {
         flash_fwd_kernel::launch(
             client,
             CubeCount::Static(cubes, batch_heads as u32, 1),
-            CubeDim::new_1d(128 * WARPGROUPS),
+            CubeDim::new_1d(128 * warpgroups),
             BufferArg::from_raw_parts(q.clone(), elems / 8),
             BufferArg::from_raw_parts(k.clone(), elems / 8),
             BufferArg::from_raw_parts(v.clone(), elems / 8),
             BufferArg::from_raw_parts(out.clone(), elems),
             tokens as u32,
             scale * std::f32::consts::LOG2_E,
-            WARPGROUPS,
-            v_layout == VLayout::MnMajor,
+            warpgroups,
+            async_copy,
         );
     }
     Ok(())

@@ -226,3 +226,17 @@ pub fn a_fragments(p: Vector<f32, Const<32>>) -> Vector<u32, Const<16>> {
     }
     a
 }
+
+/// `cp.async.commit_group`: closes the group of this thread's `cp.async` copies issued so far
+/// (cubecl's `copy_async` issues them).
+#[cube]
+pub fn cp_async_commit() {
+    gpu_asm!("cp.async.commit_group;");
+}
+
+/// `cp.async.wait_group pending`: waits until at most `pending` of this thread's groups are
+/// still in flight.
+#[cube]
+pub fn cp_async_wait(#[comptime] pending: u32) {
+    gpu_asm!("cp.async.wait_group {pending};");
+}

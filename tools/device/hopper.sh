@@ -18,17 +18,23 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH
 cat "$OUT/env.txt"
 for z in .device/hopper_*.gz; do [[ -e $z ]] && gunzip -f "$z" && chmod +x "${z%.gz}"; done
 
+# One process per test: a kernel fault poisons the CUDA context for the rest of a process.
 for t in probe attention; do
   if [[ -x .device/hopper_$t ]]; then
-    echo "== tests: $t"
-    timeout ${TEST_TIMEOUT:-240} ./.device/hopper_$t --test-threads 1 --nocapture > "$OUT/tests_$t.log" 2>&1
-    echo "rc=$?"; grep -E '^test |test result|rel L2|worst|panicked|error' "$OUT/tests_$t.log" | head -40
+    for name in $(./.device/hopper_$t --list 2>/dev/null | sed -n 's/: test$//p'); do
+      echo "== $t: $name"
+      timeout ${TEST_TIMEOUT:-240} ./.device/hopper_$t "$name" --exact --test-threads 1 --nocapture > /tmp/one.log 2>&1
+      echo "rc=$?"; grep -E 'rel L2|worst|panicked|status|test result' /tmp/one.log | head -12
+      { echo "== $name"; cat /tmp/one.log; } >> "$OUT/tests_$t.log"
+    done
   fi
 done
 
 if [[ -x .device/hopper_bench && ${BENCH:-1} == 1 ]]; then
   echo "== ours (wgmma engine)"
-  timeout 240 ./.device/hopper_bench --iters ${ITERS:-10} | tee "$OUT/ours.jsonl"
+  for variant in ${VARIANTS:-2:false 1:true 2:true 3:true}; do
+    timeout 240 ./.device/hopper_bench --iters ${ITERS:-10} --variant $variant 2>&1 | grep -E '^\{|panicked|status' | tee -a "$OUT/ours.jsonl"
+  done
   echo "== cuDNN SDPA, same shapes, same run"
   mkdir -p "$OUT/peers"; timeout 240 python3 tools/kernel_peers.py "$OUT/peers" --models wan21_480p,hunyuan --no-flex 2>&1 | tail -4
 fi
