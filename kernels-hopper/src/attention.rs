@@ -3,14 +3,16 @@
 //! Layout: `q`, `k`, `v`, `out` are `[batch * heads, tokens, 128]` bf16, contiguous. One cube
 //! holds `WGS` warpgroups; each owns 64 query rows and keeps them in shared memory for the
 //! whole key loop (the A operand of `S = Q K^T`). All threads of the cube stage each block of
-//! 64 keys with `cp.async` into one of two buffers while the previous block is computed: K
+//! 64 keys with `cp.async` into one of two buffers while the previous block is computed (one
+//! barrier per block): K
 //! as the B operand of `S` (K-major), V as it lies (MN-major) as the B operand of `O += P V`
 //! (`wgmma`'s transpose flag). `P` never leaves registers: the `S` accumulator fragment of
 //! `wgmma` is exactly the register-A fragment of the next MMA once packed to bf16 pairs.
 //! Softmax in base 2 with `ex2.approx`, f32 statistics.
 //!
 //! What this version does not do yet (the FA3 design): producer warps with TMA/mbarrier
-//! pipelines (here every thread copies, and two barriers per block keep the buffers apart), overlapping the two MMAs with softmax across warpgroups, register
+//! pipelines (here every thread copies, and a cube-wide barrier per block keeps the buffers
+//! apart), overlapping the two MMAs with softmax across warpgroups, register
 //! reallocation, swizzled layouts, head dim 64, sparse block tables.
 
 use cubecl::frontend::barrier::copy_async;
@@ -114,7 +116,11 @@ pub fn flash_fwd_kernel(
     for blk in 0..blocks {
         let key0 = blk * 64;
         let stage = blk % 2;
-        // Everyone is done with the buffer the next block goes into (read two blocks ago).
+        // This thread's copies of block `blk` have landed; after the barrier every thread's
+        // have, and every thread is done with block `blk - 1`, whose buffer block `blk + 1`
+        // goes into while `blk` is computed. One barrier per block.
+        cp_async_wait(0u32);
+        fence_proxy_async_shared();
         sync_cube();
         if blk + 1 < blocks {
             issue_kv_block(
@@ -131,9 +137,6 @@ pub fn flash_fwd_kernel(
             );
         }
         cp_async_commit();
-        cp_async_wait(1u32);
-        fence_proxy_async_shared();
-        sync_cube();
 
         let desc_k = make_descriptor(kv_addr + stage * comptime![KV_TILE_BYTES], bits);
         let desc_v = make_descriptor(
