@@ -2,12 +2,11 @@
 //! measure its error against dense attention, normalised by the layer's dense output
 //! energy.
 //!
-//! Candidates run on the CPU path by default. A GPU backend can take over with
-//! [`set_layer_runner`] (the xtask search installs one for `--backend cuda|wgpu`): the
+//! Candidates run on the CPU path by default. A GPU backend can take over through a
+//! [`LayerRunner`] passed explicitly (`ModelSource::with_layer_runner`, or the
+//! `*_with` functions here; the xtask search passes one for `--backend cuda|wgpu`): the
 //! kernels follow the same block tables, so the errors are the same up to the backend's
 //! float precision.
-
-use std::sync::OnceLock;
 
 use rayon::prelude::*;
 use vdit_attention::cpu::{Dims, sparse_attention};
@@ -27,7 +26,7 @@ pub fn dense_output(
 /// A function that runs one layer on host buffers, as [`LayerRunner::run`].
 pub type RunLayer<'a> = dyn FnMut(&LayerQkv, &CompiledLayer) -> Result<Vec<f32>, SearchError> + 'a;
 
-/// [`dense_output`] through `run_layer` instead of the installed runner.
+/// [`dense_output`] through `run_layer` instead of the CPU path.
 pub fn dense_output_with(
     qkv: &LayerQkv,
     layout: &VideoLayout,
@@ -47,26 +46,20 @@ pub trait LayerRunner: Send + Sync {
     fn name(&self) -> String;
 }
 
-static RUNNER: OnceLock<Box<dyn LayerRunner>> = OnceLock::new();
-
-/// Installs the process-wide runner used for candidate evaluation instead of the CPU
-/// path. Returns `false` if one was already installed (the first one stays).
-pub fn set_layer_runner(runner: Box<dyn LayerRunner>) -> bool {
-    RUNNER.set(runner).is_ok()
-}
-
-/// Name of the evaluation path in use (`cpu f32` unless a runner was installed).
-pub fn layer_runner_name() -> String {
-    RUNNER
-        .get()
-        .map_or_else(|| "cpu f32".to_string(), |r| r.name())
-}
-
-/// Runs one layer through the installed runner ([`set_layer_runner`]), or the CPU path.
-pub fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchError> {
-    if let Some(r) = RUNNER.get() {
-        return r.run(qkv, layer);
+/// Runs one layer through `runner`, or the CPU path when it is `None`.
+pub fn run_on(
+    runner: Option<&dyn LayerRunner>,
+    qkv: &LayerQkv,
+    layer: &CompiledLayer,
+) -> Result<Vec<f32>, SearchError> {
+    match runner {
+        Some(r) => r.run(qkv, layer),
+        None => run(qkv, layer),
     }
+}
+
+/// Runs one layer on the CPU path (rayon block-sparse attention, f32).
+pub fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchError> {
     let dims = Dims {
         batch: 1,
         heads: qkv.heads,
@@ -137,7 +130,7 @@ pub fn candidate_errors(
     candidate_errors_with(qkv, layout, block_size, dense, candidates, cache, &mut run)
 }
 
-/// [`candidate_errors`] through `run_layer` instead of the installed runner.
+/// [`candidate_errors`] through `run_layer` instead of the CPU path.
 // Slot `j` indexes every head's candidate list and error row at once.
 #[allow(clippy::needless_range_loop)]
 pub fn candidate_errors_with(

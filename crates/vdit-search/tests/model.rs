@@ -352,3 +352,46 @@ fn paused_runs_restart_when_asked_for_an_earlier_layer_or_other_decisions() {
     // And the source still works afterwards.
     assert_eq!(source.qkv(0, 0, 1, &dense).unwrap(), l1);
 }
+
+/// A layer runner passed explicitly to the source (no process-wide state): it is the one
+/// that evaluates the candidates, and one that agrees with the CPU path gives the same
+/// plan as the CPU path.
+#[test]
+fn an_explicit_layer_runner_evaluates_the_candidates() {
+    struct Counting(std::sync::atomic::AtomicUsize);
+    impl vdit_search::eval::LayerRunner for Counting {
+        fn run(
+            &self,
+            qkv: &vdit_search::LayerQkv,
+            layer: &vdit_patterns::CompiledLayer,
+        ) -> Result<Vec<f32>, SearchError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            vdit_search::eval::run(qkv, layer)
+        }
+        fn name(&self) -> String {
+            "counting cpu".into()
+        }
+    }
+    let opts = SearchOptions {
+        ranges: 2,
+        epsilon: 0.5,
+        ..common::opts()
+    };
+    let run = |source: &mut ModelSource<WanRunner>| {
+        search(source, &opts, &common::cost(), common::meta(), &NoProgress).unwrap()
+    };
+    let runner = WanRunner::new(1, 2);
+    let plain = run(&mut runner.clone().source());
+    let counting = Arc::new(Counting(Default::default()));
+    let mut source = runner.clone().source().with_layer_runner(counting.clone());
+    let with_runner = run(&mut source);
+    assert!(counting.0.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(with_runner.plan.ranges, plain.plan.ranges);
+    // A fresh source without it does not see the other's runner.
+    let before = counting.0.load(std::sync::atomic::Ordering::Relaxed);
+    run(&mut runner.source());
+    assert_eq!(
+        counting.0.load(std::sync::atomic::Ordering::Relaxed),
+        before
+    );
+}

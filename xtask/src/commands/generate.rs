@@ -28,19 +28,18 @@ use burn::tensor::{DType, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_distr::{Distribution, StandardNormal};
 use vdit_cogvideox::CogVideoXTransformer3DModel;
 use vdit_cogvideox::pipeline::{Guidance, LatentFrames};
 use vdit_hunyuan::{GenerateConfig, HunyuanVideoTransformer3DModel, PromptEmbeds, TextMask};
 use vdit_models::ModelBackend;
 use vdit_models::ModelClass;
 use vdit_models::io::TensorMap;
-use vdit_models::samplers::{CogVideoXDdim, CogVideoXDpm, FlowMatchEuler, Sampler, UniPcFlow, cfg};
+use vdit_models::samplers::{CogVideoXDdim, CogVideoXDpm, Sampler};
 use vdit_wan::WanTransformer3DModel;
 
 use super::forward::{
-    Denoiser, ModelArgs, ModelConfig, class_defaults, default_valid_text, parse_latent,
-    with_backend,
+    Denoiser, ModelArgs, ModelConfig, class_defaults, default_valid_text, load_denoiser,
+    parse_latent, resolve_config, with_backend,
 };
 
 /// Which scheduler runs the loop.
@@ -198,18 +197,11 @@ impl Args {
             return parse_latent(s);
         }
         let [df, dh, dw] = class_defaults(class).video;
-        let (frames, height, width) = (
+        Ok(vdit_pipelines::latent_size(
             self.frames.unwrap_or(df),
             self.height.unwrap_or(dh),
             self.width.unwrap_or(dw),
-        );
-        if frames == 0 || !(frames - 1).is_multiple_of(4) {
-            bail!("--frames must be 4k+1 (got {frames})");
-        }
-        if !height.is_multiple_of(8) || !width.is_multiple_of(8) || height == 0 || width == 0 {
-            bail!("--height and --width must be positive multiples of 8 (got {height}x{width})");
-        }
-        Ok([(frames - 1) / 4 + 1, height / 8, width / 8])
+        )?)
     }
 }
 
@@ -311,6 +303,26 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The Wan loop's settings of this run.
+    pub(crate) fn wan_config(&self, steps: usize) -> vdit_wan::pipeline::WanGenerateConfig {
+        vdit_wan::pipeline::WanGenerateConfig {
+            steps,
+            shift: self.shift.unwrap_or(3.0),
+            guidance_scale: self.guidance,
+            sampler: match self.sampler {
+                SamplerKind::Euler => vdit_wan::pipeline::WanSampler::Euler,
+                _ => vdit_wan::pipeline::WanSampler::UniPc,
+            },
+        }
+    }
+
+    /// The latent size `[F, H, W]` (CogVideoX: before padding).
+    pub(crate) fn latent(&self) -> [usize; 3] {
+        self.latent
+    }
+}
+
 /// CogVideoX latent frames: `latent` rounded up to the temporal patch.
 fn cog_frames(config: &ModelConfig, latent: usize) -> Result<LatentFrames> {
     let ModelConfig::CogVideoX(c) = config else {
@@ -336,14 +348,6 @@ pub fn run(args: Args) -> Result<()> {
     .map(|_| ()))
 }
 
-/// Standard normal host values (the same on every backend).
-fn host_normal(rng: &mut StdRng, shape: &[usize]) -> TensorData {
-    let v: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| StandardNormal.sample(rng))
-        .collect();
-    TensorData::new(v, shape.to_vec())
-}
-
 /// Random embeddings under the pipeline's names, for `--random-embeddings`.
 fn random_embeddings(args: &Args, config: &ModelConfig, s: &Settings) -> Result<TensorMap> {
     let class = config.class();
@@ -364,7 +368,7 @@ fn random_embeddings(args: &Args, config: &ModelConfig, s: &Settings) -> Result<
         }
         map.insert(
             format!("{prefix}prompt_embeds"),
-            host_normal(&mut rng, &[1, len, d]),
+            vdit_pipelines::normal_from(&mut rng, &[1, len, d]),
         );
         if let ModelConfig::Hunyuan(c) = config {
             let valid = args.valid_text.unwrap_or_else(|| default_valid_text(len));
@@ -379,7 +383,7 @@ fn random_embeddings(args: &Args, config: &ModelConfig, s: &Settings) -> Result<
             );
             map.insert(
                 format!("{prefix}pooled_prompt_embeds"),
-                host_normal(&mut rng, &[1, c.pooled_dim]),
+                vdit_pipelines::normal_from(&mut rng, &[1, c.pooled_dim]),
             );
         }
     }
@@ -402,13 +406,10 @@ fn initial_latents<B: ModelBackend>(
             }
             Ok(t)
         }
-        None => {
-            let mut rng = StdRng::seed_from_u64(args.seed);
-            Ok(Tensor::from_data(
-                host_normal(&mut rng, &shape),
-                (device, DType::F32),
-            ))
-        }
+        None => Ok(Tensor::from_data(
+            vdit_pipelines::seeded_normal(args.seed, &shape),
+            (device, DType::F32),
+        )),
     }
 }
 
@@ -430,7 +431,7 @@ fn progress(quiet: bool, steps: usize) -> ProgressBar {
 /// The denoising loop on backend `B`; returns the latents file written.
 pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
     args.check_paths()?;
-    let config = ModelConfig::resolve(&args.model)?;
+    let config = resolve_config(&args.model)?;
     let settings = Settings::new(args, &config)?;
     let plan = args.model.plan()?;
     if let Some(p) = &plan {
@@ -450,7 +451,7 @@ pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tens
         Some(p) => TensorMap::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => random_embeddings(args, &config, &settings)?,
     };
-    let model = Denoiser::<B>::load(&args.model, device)?;
+    let model = load_denoiser::<B>(&args.model, device)?;
     let start = Instant::now();
     let (mut out, forwards) = match &model {
         Denoiser::Wan(m) => generate_wan(m, args, &settings, &emb, plan.as_ref(), device)?,
@@ -496,8 +497,9 @@ pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tens
     Ok(out)
 }
 
-/// Wan2.1: two separate forwards per step with CFG (diffusers' `WanPipeline`).
-pub(crate) fn generate_wan<B: ModelBackend>(
+/// Wan2.1: `vdit_wan::pipeline::denoise` (UniPC or Euler, two separate forwards per
+/// step with CFG, as diffusers' `WanPipeline`).
+fn generate_wan<B: ModelBackend>(
     model: &WanTransformer3DModel<B>,
     args: &Args,
     s: &Settings,
@@ -508,61 +510,37 @@ pub(crate) fn generate_wan<B: ModelBackend>(
     let [f, h, w] = s.latent;
     let dtype = model.dtype;
     let prompt: Tensor<B, 3> = emb.float("prompt_embeds", dtype, device)?;
-    let use_cfg = s.guidance > 1.0;
-    let negative: Option<Tensor<B, 3>> = if use_cfg {
-        let n: Tensor<B, 3> = emb.float("negative_prompt_embeds", dtype, device).context(
+    let config = s.wan_config(args.steps);
+    let negative: Option<Tensor<B, 3>> = if config.uses_cfg() {
+        Some(emb.float("negative_prompt_embeds", dtype, device).context(
             "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the negative prompt, \
              \"\" by default); pass them or use --guidance 1",
-        )?;
-        if n.dims()[0] != prompt.dims()[0] {
-            bail!(
-                "negative_prompt_embeds batch {} != prompt_embeds batch {}",
-                n.dims()[0],
-                prompt.dims()[0]
-            );
-        }
-        Some(n)
+        )?)
     } else {
         None
     };
     let batch = prompt.dims()[0];
     let ctx = model.attention_context(f, h, w, plan)?;
-    let shift = s.shift.unwrap_or(3.0);
-    let mut sampler: Box<dyn Sampler<B>> = match s.sampler {
-        SamplerKind::Unipc => Box::new(UniPcFlow::<B>::new(args.steps, shift)?),
-        _ => Box::new(FlowMatchEuler::new(args.steps, shift)?),
-    };
-    let timesteps = sampler.timesteps().to_vec();
     let shape = [batch, model.config.in_channels, f, h, w];
-    let mut latents = initial_latents::<B>(args, shape, device)?;
-    if args.initial_latents.is_none() {
-        latents = latents * sampler.init_noise_sigma();
-    }
-    let bar = progress(args.quiet, timesteps.len());
-    for (i, &t) in timesteps.iter().enumerate() {
-        bar.set_message(format!("t={t:.1}"));
-        let step_ctx = ctx.at_step(i);
-        let input = latents.clone().cast(dtype);
-        let tt = Tensor::<B, 1>::from_data(
-            TensorData::new(vec![t; batch], [batch]),
-            (device, DType::F32),
-        );
-        let cond = model.forward(input.clone(), tt.clone(), prompt.clone(), &step_ctx)?;
-        let pred = match &negative {
-            Some(neg) => {
-                let uncond = model.forward(input, tt, neg.clone(), &step_ctx)?;
-                cfg(uncond, cond, s.guidance)
-            }
-            None => cond,
-        };
-        latents = sampler.step(pred, i, latents)?;
-        bar.inc(1);
-    }
+    let latents = initial_latents::<B>(args, shape, device)?;
+    let bar = progress(args.quiet, args.steps);
+    let latents =
+        vdit_wan::pipeline::denoise(model, latents, prompt, negative, &config, &ctx, |_, t| {
+            bar.set_message(format!("t={t:.1}"));
+            bar.inc(1)
+        })?;
     bar.finish_and_clear();
     let mut out = TensorMap::default();
-    out.insert("latents", latents.cast(DType::F32).into_data());
+    out.insert("latents", latents.into_data());
     out.metadata.insert("layout".into(), "BCFHW".into());
-    Ok((out, if use_cfg { "2 forwards" } else { "1 forward" }))
+    Ok((
+        out,
+        if config.uses_cfg() {
+            "2 forwards"
+        } else {
+            "1 forward"
+        },
+    ))
 }
 
 /// HunyuanVideo: `vdit_hunyuan::denoise` (flow Euler with the pipeline's sigmas,

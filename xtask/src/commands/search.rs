@@ -597,7 +597,7 @@ impl<B: vdit_models::ModelBackend> vdit_search::ModelRunner for DenoiserRunner<B
         let ctx = self
             .model
             .attention_context(self.latent, self.text_len, Some(plan))
-            .map_err(err)?
+            .map_err(|e| err(e.into()))?
             .with_capture(hook);
         let mut sampler: Box<dyn Sampler<B>> = match self.model.class() {
             vdit_models::ModelClass::CogVideoX => {
@@ -612,7 +612,7 @@ impl<B: vdit_models::ModelBackend> vdit_search::ModelRunner for DenoiserRunner<B
             let v = self
                 .model
                 .step(&self.at(x.clone(), t), &ctx.at_step(i))
-                .map_err(err)?;
+                .map_err(|e| err(e.into()))?;
             if i < step {
                 x = sampler.step(v, i, x).map_err(merr)?;
             }
@@ -695,14 +695,18 @@ where
 
 /// `cargo xtask search --model-dir DIR | --preset P`: greedy search through the model.
 fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> anyhow::Result<()> {
-    if args.model.backend != super::forward::BackendKind::Cpu {
-        // Evaluate candidates with the GPU kernels too (same block tables as the CPU path).
-        let dtype = vdit_models::parse_dtype(&args.model.dtype)?;
-        vdit_search::eval::set_layer_runner(Box::new(BurnLayerRunner::<B>::new(
-            device.clone(),
-            dtype,
-        )));
-    }
+    // Evaluate candidates with the GPU kernels too (same block tables as the CPU path),
+    // on each sample's worker thread.
+    let layer_runner: Option<std::sync::Arc<dyn vdit_search::eval::LayerRunner>> =
+        if args.model.backend != super::forward::BackendKind::Cpu {
+            let dtype = vdit_models::parse_dtype(&args.model.dtype)?;
+            Some(std::sync::Arc::new(BurnLayerRunner::<B>::new(
+                device.clone(),
+                dtype,
+            )))
+        } else {
+            None
+        };
     let model_args = super::forward::ModelArgs {
         model_dir: args.model.model_dir.clone(),
         preset: args.model.preset.clone(),
@@ -714,7 +718,7 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
     };
     super::checks::check_steps("--schedule-steps", args.model.schedule_steps)?;
     super::checks::check_repeats("--measure-repeats", args.model.measure_repeats)?;
-    let config = super::forward::ModelConfig::resolve(&model_args)?;
+    let config = super::forward::resolve_config(&model_args)?;
     let class = config.class();
     let latent = super::forward::parse_latent(
         args.model
@@ -833,7 +837,7 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
     let make = move |sample: usize| -> Result<DenoiserRunner<B>, vdit_search::SearchError> {
         let err = |e: anyhow::Error| vdit_search::SearchError::Source(format!("{e:#}"));
         let device = worker_device.clone();
-        let model = super::forward::Denoiser::<B>::load(&model_args, &device).map_err(err)?;
+        let model = super::forward::load_denoiser::<B>(&model_args, &device).map_err(err)?;
         let mut inputs = model
             .random_inputs(
                 &super::forward::RandomInputs {
@@ -846,7 +850,7 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
                 },
                 &device,
             )
-            .map_err(err)?;
+            .map_err(|e| err(e.into()))?;
         if let Some(t) = &text_file {
             let given = t
                 .float("encoder_hidden_states", model.dtype(), &device)
@@ -869,6 +873,9 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
     };
     let measure_device = device;
     let mut source = vdit_search::ModelSource::new(info, make);
+    if let Some(runner) = layer_runner {
+        source = source.with_layer_runner(runner);
+    }
     let opts = SearchOptions {
         lambda: args.lambda,
         epsilon: args.epsilon,
