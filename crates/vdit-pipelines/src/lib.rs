@@ -5,13 +5,14 @@
 //! |---|---|
 //! | [`Pipeline::load`] | any supported diffusers folder: a Wan2.1 pipeline (`model_index.json` `WanPipeline`) or a denoiser folder (`config.json` `_class_name`: Wan2.1, HunyuanVideo, CogVideoX1.5) |
 //! | [`WanT2vPipeline`] | Wan2.1 text to video: prompt → UMT5 → denoising loop (UniPC + CFG) → VAE → frames / MP4 |
-//! | [`AnyDenoiser`], [`ModelConfig`] | the dispatch over the three denoiser classes (configs, presets, random inputs, one call) |
+//! | [`AnyDenoiser`], [`ModelConfig`] | the dispatch over the three denoiser classes (configs, presets, random inputs, one call, [`AnyDenoiser::generate_latents`]: each class's loop from text embeddings) |
 //! | [`quality`] | dense and planned videos with the same seeds, PSNR / SSIM per prompt and mean, JSON + Markdown + PNG chart |
 //!
 //! The class-specific denoising loops live in the model crates
 //! (`vdit_wan::pipeline::denoise`, `vdit_hunyuan::denoise`,
-//! `vdit_cogvideox::pipeline::denoise`); HunyuanVideo and CogVideoX generate from
-//! precomputed text embeddings (their text encoders are not ported yet).
+//! `vdit_cogvideox::pipeline::denoise`); [`AnyDenoiser::generate_latents`] runs the
+//! right one. HunyuanVideo and CogVideoX generate from precomputed text embeddings
+//! (their text encoders are not ported yet).
 //!
 //! A video in about 20 lines (CPU, tiny random weights; with a real folder use
 //! `Pipeline::load(dir, DType::F32, &device)?` and `request.config` at its defaults):
@@ -40,6 +41,7 @@
 
 mod denoisers;
 mod error;
+mod latents;
 pub mod quality;
 mod wan_t2v;
 
@@ -56,6 +58,7 @@ pub use denoisers::{
     default_valid_text,
 };
 pub use error::{PipelineError, Result};
+pub use latents::{LatentOutput, LatentRequest, SamplerChoice, cog_frames, initial_latents};
 pub use vdit_video::{Video, read_mp4};
 pub use wan_t2v::{
     T2vFiles, T2vOutput, T2vProgress, T2vRequest, WAN_PIPELINE_CLASS, WanT2vPipeline, latent_size,

@@ -22,7 +22,7 @@ use vdit_wan::WanTransformer3DModel;
 use vdit_wan::pipeline::{WanGenerateConfig, denoise};
 use vdit_wan::vae::{WanVaeConfig, WanVaeDecoder, to_unit_frames};
 
-use crate::{PipelineError, Result, seeded_normal};
+use crate::{PipelineError, Result};
 
 /// `_class_name` of the diffusers Wan text-to-video pipeline (`model_index.json`).
 pub const WAN_PIPELINE_CLASS: &str = "WanPipeline";
@@ -329,21 +329,12 @@ impl<B: ModelBackend> WanT2vPipeline<B> {
             .attention_context(f, h, w, plan)
             .map_err(|e| PipelineError::model(format!("latent {f}x{h}x{w}"), e))?;
         let shape = [1, self.transformer.config.in_channels, f, h, w];
-        let latents = match &request.initial_latents {
-            Some(data) => {
-                if data.shape.as_slice() != shape {
-                    return Err(PipelineError::Input(format!(
-                        "initial latents are {:?}, expected {shape:?}",
-                        data.shape
-                    )));
-                }
-                Tensor::<B, 5>::from_data(
-                    data.clone().convert_dtype(DType::F32),
-                    (device, DType::F32),
-                )
-            }
-            None => Tensor::from_data(seeded_normal(request.seed, &shape), (device, DType::F32)),
-        };
+        let latents = crate::initial_latents::<B>(
+            request.initial_latents.as_ref(),
+            request.seed,
+            shape,
+            device,
+        )?;
         let prompt = self.encode_prompt(&request.prompt, device)?;
         let negative = if config.uses_cfg() {
             Some(self.encode_prompt(&request.negative_prompt, device)?)

@@ -1,7 +1,8 @@
 //! `cargo xtask generate`: the denoising loop from precomputed (or random) text
 //! embeddings to latents (no text encoder or VAE), dense or with a sparse plan, for
 //! Wan2.1, HunyuanVideo and CogVideoX1.5, each with its own pipeline's scheduler and
-//! guidance.
+//! guidance (`vdit_pipelines::AnyDenoiser::generate_latents`; this file checks the
+//! arguments, reads the files, shows progress and writes the latents).
 //!
 //! Inputs (safetensors, diffusers' pipeline argument names):
 //! - Wan2.1: `prompt_embeds` `[B, L, 4096]` and, for `--guidance` > 1,
@@ -24,22 +25,19 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::TensorData;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use vdit_cogvideox::CogVideoXTransformer3DModel;
-use vdit_cogvideox::pipeline::{Guidance, LatentFrames};
-use vdit_hunyuan::{GenerateConfig, HunyuanVideoTransformer3DModel, PromptEmbeds, TextMask};
+use vdit_hunyuan::TextMask;
 use vdit_models::ModelBackend;
 use vdit_models::ModelClass;
 use vdit_models::io::TensorMap;
-use vdit_models::samplers::{CogVideoXDdim, CogVideoXDpm, Sampler};
-use vdit_wan::WanTransformer3DModel;
+use vdit_pipelines::{LatentOutput, LatentRequest, SamplerChoice};
 
 use super::forward::{
-    Denoiser, ModelArgs, ModelConfig, class_defaults, default_valid_text, load_denoiser,
-    parse_latent, resolve_config, with_backend,
+    ModelArgs, ModelConfig, class_defaults, default_valid_text, load_denoiser, parse_latent,
+    resolve_config, with_backend,
 };
 
 /// Which scheduler runs the loop.
@@ -280,7 +278,7 @@ impl Settings {
         let latent = args.latent_size(class)?;
         // Patch divisibility (the text length does not matter for it).
         let padded = match class {
-            ModelClass::CogVideoX => cog_frames(config, latent[0])?.padded,
+            ModelClass::CogVideoX => vdit_pipelines::cog_frames(config, latent[0])?.padded,
             _ => latent[0],
         };
         config.layout([padded, latent[1], latent[2]], 1)?;
@@ -321,20 +319,40 @@ impl Settings {
     pub(crate) fn latent(&self) -> [usize; 3] {
         self.latent
     }
-}
 
-/// CogVideoX latent frames: `latent` rounded up to the temporal patch.
-fn cog_frames(config: &ModelConfig, latent: usize) -> Result<LatentFrames> {
-    let ModelConfig::CogVideoX(c) = config else {
-        bail!("not a CogVideoX config");
-    };
-    let pt = c.patch_size_t;
-    let additional = (pt - latent % pt) % pt;
-    Ok(LatentFrames {
-        latent,
-        padded: latent + additional,
-        additional,
-    })
+    /// The library request of this run, with `--initial-latents` and `--sampler-noise`
+    /// read.
+    fn latent_request(&self, args: &Args) -> Result<LatentRequest> {
+        let read = |p: &std::path::Path| {
+            TensorMap::read(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let initial_latents = match &args.initial_latents {
+            Some(p) => Some(
+                read(p)?
+                    .get("latents")
+                    .cloned()
+                    .with_context(|| format!("{}: no tensor `latents`", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(LatentRequest {
+            latent: self.latent,
+            steps: args.steps,
+            sampler: match self.sampler {
+                SamplerKind::Unipc => SamplerChoice::UniPc,
+                SamplerKind::Euler => SamplerChoice::Euler,
+                SamplerKind::Dpm => SamplerChoice::Dpm,
+                SamplerKind::Ddim => SamplerChoice::Ddim,
+            },
+            guidance: self.guidance,
+            shift: self.shift,
+            true_cfg: self.true_cfg,
+            dynamic_cfg: self.dynamic_cfg,
+            seed: args.seed,
+            initial_latents,
+            sampler_noise: args.sampler_noise.as_deref().map(read).transpose()?,
+        })
+    }
 }
 
 /// Runs the command.
@@ -390,29 +408,6 @@ fn random_embeddings(args: &Args, config: &ModelConfig, s: &Settings) -> Result<
     Ok(map)
 }
 
-/// Initial latents of `shape`: from `--initial-latents` or seeded host noise (f32).
-fn initial_latents<B: ModelBackend>(
-    args: &Args,
-    shape: [usize; 5],
-    device: &B::Device,
-) -> Result<Tensor<B, 5>> {
-    match &args.initial_latents {
-        Some(path) => {
-            let map =
-                TensorMap::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let t: Tensor<B, 5> = map.float("latents", DType::F32, device)?;
-            if t.dims() != shape {
-                bail!("initial latents are {:?}, expected {shape:?}", t.dims());
-            }
-            Ok(t)
-        }
-        None => Ok(Tensor::from_data(
-            vdit_pipelines::seeded_normal(args.seed, &shape),
-            (device, DType::F32),
-        )),
-    }
-}
-
 fn progress(quiet: bool, steps: usize) -> ProgressBar {
     let bar = if quiet {
         ProgressBar::hidden()
@@ -452,14 +447,14 @@ pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tens
         None => random_embeddings(args, &config, &settings)?,
     };
     let model = load_denoiser::<B>(&args.model, device)?;
+    let request = settings.latent_request(args)?;
     let start = Instant::now();
-    let (mut out, forwards) = match &model {
-        Denoiser::Wan(m) => generate_wan(m, args, &settings, &emb, plan.as_ref(), device)?,
-        Denoiser::Hunyuan(m) => generate_hunyuan(m, args, &settings, &emb, plan.as_ref(), device)?,
-        Denoiser::CogVideoX(m) => {
-            generate_cogvideox(m, args, &settings, &emb, plan.as_ref(), device)?
-        }
-    };
+    let bar = progress(args.quiet, args.steps);
+    let LatentOutput {
+        latents: mut out,
+        forwards,
+    } = model.generate_latents(&emb, &request, plan.as_ref(), device, |_| bar.inc(1))?;
+    bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
     eprintln!(
         "{} steps in {elapsed:.2}s ({:.3}s/step, {forwards} per step)",
@@ -495,196 +490,4 @@ pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tens
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote {}", args.out.display());
     Ok(out)
-}
-
-/// Wan2.1: `vdit_wan::pipeline::denoise` (UniPC or Euler, two separate forwards per
-/// step with CFG, as diffusers' `WanPipeline`).
-fn generate_wan<B: ModelBackend>(
-    model: &WanTransformer3DModel<B>,
-    args: &Args,
-    s: &Settings,
-    emb: &TensorMap,
-    plan: Option<&vdit_patterns::Plan>,
-    device: &B::Device,
-) -> Result<(TensorMap, &'static str)> {
-    let [f, h, w] = s.latent;
-    let dtype = model.dtype;
-    let prompt: Tensor<B, 3> = emb.float("prompt_embeds", dtype, device)?;
-    let config = s.wan_config(args.steps);
-    let negative: Option<Tensor<B, 3>> = if config.uses_cfg() {
-        Some(emb.float("negative_prompt_embeds", dtype, device).context(
-            "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the negative prompt, \
-             \"\" by default); pass them or use --guidance 1",
-        )?)
-    } else {
-        None
-    };
-    let batch = prompt.dims()[0];
-    let ctx = model.attention_context(f, h, w, plan)?;
-    let shape = [batch, model.config.in_channels, f, h, w];
-    let latents = initial_latents::<B>(args, shape, device)?;
-    let bar = progress(args.quiet, args.steps);
-    let latents =
-        vdit_wan::pipeline::denoise(model, latents, prompt, negative, &config, &ctx, |_, t| {
-            bar.set_message(format!("t={t:.1}"));
-            bar.inc(1)
-        })?;
-    bar.finish_and_clear();
-    let mut out = TensorMap::default();
-    out.insert("latents", latents.into_data());
-    out.metadata.insert("layout".into(), "BCFHW".into());
-    Ok((
-        out,
-        if config.uses_cfg() {
-            "2 forwards"
-        } else {
-            "1 forward"
-        },
-    ))
-}
-
-/// HunyuanVideo: `vdit_hunyuan::denoise` (flow Euler with the pipeline's sigmas,
-/// embedded guidance, optional true CFG).
-fn generate_hunyuan<B: ModelBackend>(
-    model: &HunyuanVideoTransformer3DModel<B>,
-    args: &Args,
-    s: &Settings,
-    emb: &TensorMap,
-    plan: Option<&vdit_patterns::Plan>,
-    device: &B::Device,
-) -> Result<(TensorMap, &'static str)> {
-    let [f, h, w] = s.latent;
-    let dtype = model.dtype;
-    let prompt = PromptEmbeds::<B>::from_tensor_map(emb, false, dtype, device)?
-        .context("no prompt_embeds")?;
-    let use_true_cfg = s.true_cfg > 1.0;
-    let negative = if use_true_cfg {
-        Some(
-            PromptEmbeds::<B>::from_tensor_map(emb, true, dtype, device)?.context(
-                "--true-cfg > 1 needs `negative_prompt_embeds`, `negative_pooled_prompt_embeds` \
-                 (and optionally `negative_prompt_attention_mask`)",
-            )?,
-        )
-    } else {
-        None
-    };
-    let [batch, text_len, _] = prompt.prompt_embeds.dims();
-    ModelConfig::Hunyuan(model.config.clone()).layout([f, h, w], text_len)?;
-    let ctx = model.attention_context(f, h, w, text_len, plan)?;
-    let latents = initial_latents::<B>(args, [batch, model.config.in_channels, f, h, w], device)?;
-    let config = GenerateConfig {
-        steps: args.steps,
-        shift: s.shift.unwrap_or(7.0),
-        guidance_scale: s.guidance,
-        true_cfg_scale: s.true_cfg,
-    };
-    let bar = progress(args.quiet, args.steps);
-    let latents = vdit_hunyuan::denoise(
-        model,
-        latents,
-        &prompt,
-        negative.as_ref(),
-        &config,
-        &ctx,
-        |_, _| bar.inc(1),
-    )?;
-    bar.finish_and_clear();
-    let mut out = TensorMap::default();
-    out.insert("latents", latents.cast(DType::F32).into_data());
-    out.metadata.insert("layout".into(), "BCFHW".into());
-    out.metadata
-        .insert("true_cfg".into(), s.true_cfg.to_string());
-    out.metadata.insert(
-        "guidance_kind".into(),
-        "embedded (model input guidance x 1000)".into(),
-    );
-    Ok((
-        out,
-        if use_true_cfg {
-            "2 forwards"
-        } else {
-            "1 forward"
-        },
-    ))
-}
-
-/// CogVideoX1.5: `vdit_cogvideox::pipeline::denoise` (batched CFG, static or dynamic;
-/// DPM or DDIM), odd latent frame counts padded at the front.
-fn generate_cogvideox<B: ModelBackend>(
-    model: &CogVideoXTransformer3DModel<B>,
-    args: &Args,
-    s: &Settings,
-    emb: &TensorMap,
-    plan: Option<&vdit_patterns::Plan>,
-    device: &B::Device,
-) -> Result<(TensorMap, &'static str)> {
-    let [f, h, w] = s.latent;
-    let config = ModelConfig::CogVideoX(model.config.clone());
-    let frames = cog_frames(&config, f)?;
-    let dtype = model.dtype;
-    let prompt: Tensor<B, 3> = emb.float("prompt_embeds", dtype, device)?;
-    let guidance = Guidance {
-        scale: s.guidance,
-        dynamic: s.dynamic_cfg,
-    };
-    let negative: Option<Tensor<B, 3>> = if guidance.enabled() {
-        Some(emb.float("negative_prompt_embeds", dtype, device).context(
-            "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the negative \
-                     prompt, \"\" by default); pass them or use --guidance 1",
-        )?)
-    } else {
-        None
-    };
-    let [batch, text_len, _] = prompt.dims();
-    let ctx = model.attention_context(frames.padded, h, w, text_len, plan)?;
-    let mut sampler: Box<dyn Sampler<B>> = match s.sampler {
-        SamplerKind::Ddim => Box::new(CogVideoXDdim::new(args.steps)?),
-        _ => {
-            let mut dpm = CogVideoXDpm::<B>::new(args.steps)?;
-            if let Some(path) = &args.sampler_noise {
-                let map =
-                    TensorMap::read(path).with_context(|| format!("reading {}", path.display()))?;
-                for i in 0..args.steps {
-                    dpm.push_noise(map.float(&format!("noise.{i}"), DType::F32, device)?);
-                }
-            }
-            Box::new(dpm)
-        }
-    };
-    let shape = [batch, frames.padded, model.config.in_channels, h, w];
-    let latents = initial_latents::<B>(args, shape, device)?;
-    // The DPM sampler draws its per-step noise from the backend RNG.
-    B::seed(device, args.seed ^ 0xd9a5_d9a5);
-    let bar = progress(args.quiet, args.steps);
-    let latents = vdit_cogvideox::pipeline::denoise(
-        model,
-        sampler.as_mut(),
-        latents,
-        prompt,
-        negative,
-        guidance,
-        &ctx,
-        &mut |_, _| bar.inc(1),
-    )?;
-    bar.finish_and_clear();
-    let latents = latents.cast(DType::F32);
-    let mut out = TensorMap::default();
-    out.insert("latents", frames.drop_padding(latents.clone())?.into_data());
-    if frames.additional > 0 {
-        out.insert("latents_padded", latents.into_data());
-    }
-    for (k, v) in [
-        ("layout", "BFCHW".to_owned()),
-        ("dynamic_cfg", s.dynamic_cfg.to_string()),
-        ("latent_frames", frames.latent.to_string()),
-        ("padded_latent_frames", frames.padded.to_string()),
-    ] {
-        out.metadata.insert(k.into(), v);
-    }
-    let forwards = if guidance.enabled() {
-        "1 forward (batched cond + uncond)"
-    } else {
-        "1 forward"
-    };
-    Ok((out, forwards))
 }
