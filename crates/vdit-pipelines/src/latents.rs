@@ -191,6 +191,27 @@ impl<B: ModelBackend> AnyDenoiser<B> {
     }
 }
 
+/// `negative_prompt_embeds` when classifier-free guidance is `on`.
+fn negative_embeds<B: ModelBackend>(
+    emb: &TensorMap,
+    on: bool,
+    dtype: DType,
+    device: &B::Device,
+) -> Result<Option<Tensor<B, 3>>> {
+    if !on {
+        return Ok(None);
+    }
+    emb.float("negative_prompt_embeds", dtype, device)
+        .map(Some)
+        .map_err(|e| {
+            PipelineError::model(
+                "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the negative \
+                 prompt, \"\" by default); pass them or use --guidance 1",
+                e,
+            )
+        })
+}
+
 /// Wan2.1: `vdit_wan::pipeline::denoise` (UniPC or Euler, two separate forwards per
 /// step with CFG, as diffusers' `WanPipeline`).
 fn generate_wan<B: ModelBackend>(
@@ -213,20 +234,7 @@ fn generate_wan<B: ModelBackend>(
             _ => WanSampler::UniPc,
         },
     };
-    let negative: Option<Tensor<B, 3>> = if config.uses_cfg() {
-        Some(
-            emb.float("negative_prompt_embeds", dtype, device)
-                .map_err(|e| {
-                    PipelineError::model(
-                        "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the \
-                         negative prompt, \"\" by default); pass them or use --guidance 1",
-                        e,
-                    )
-                })?,
-        )
-    } else {
-        None
-    };
+    let negative = negative_embeds::<B>(emb, config.uses_cfg(), dtype, device)?;
     let batch = prompt.dims()[0];
     let ctx = model.attention_context(f, h, w, plan)?;
     let shape = [batch, model.config.in_channels, f, h, w];
@@ -339,20 +347,7 @@ fn generate_cogvideox<B: ModelBackend>(
         scale: r.guidance,
         dynamic: r.dynamic_cfg,
     };
-    let negative: Option<Tensor<B, 3>> = if guidance.enabled() {
-        Some(
-            emb.float("negative_prompt_embeds", dtype, device)
-                .map_err(|e| {
-                    PipelineError::model(
-                        "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the \
-                         negative prompt, \"\" by default); pass them or use --guidance 1",
-                        e,
-                    )
-                })?,
-        )
-    } else {
-        None
-    };
+    let negative = negative_embeds::<B>(emb, guidance.enabled(), dtype, device)?;
     let [batch, text_len, _] = prompt.dims();
     let ctx = model.attention_context(frames.padded, h, w, text_len, plan)?;
     let mut sampler: Box<dyn Sampler<B>> = match r.sampler {
