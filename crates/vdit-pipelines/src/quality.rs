@@ -281,16 +281,6 @@ fn panel<DB: DrawingBackend>(
     let (w, h) = (w as i32, h as i32);
     let (x0, x1, y0, y1) = (20, w - 20, 20, h - 20);
     let y_of = |f: f64| y1 - ((y1 - y0) as f64 * f).round() as i32;
-    if grid > 0.0 && grid.is_finite() {
-        let mut g = grid;
-        while g < 1.0 - 1e-9 {
-            area.draw(&PathElement::new(
-                vec![(x0, y_of(g)), (x1, y_of(g))],
-                RGBColor(220, 220, 220),
-            ))?;
-            g += grid;
-        }
-    }
     let n = bars.len().max(1) as i32;
     let slot = (x1 - x0) / n;
     for (i, &(f, inf)) in bars.iter().enumerate() {
@@ -301,6 +291,17 @@ fn panel<DB: DrawingBackend>(
             [(left, y_of(f)), (right, y1)],
             fill.filled(),
         ))?;
+    }
+    // Grid lines over the bars, light enough to read both.
+    if grid > 0.0 && grid.is_finite() {
+        let mut g = grid;
+        while g < 1.0 - 1e-9 {
+            area.draw(&PathElement::new(
+                vec![(x0, y_of(g)), (x1, y_of(g))],
+                RGBColor(200, 200, 200),
+            ))?;
+            g += grid;
+        }
     }
     area.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1)))?;
     Ok(())

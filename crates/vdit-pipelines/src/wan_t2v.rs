@@ -268,7 +268,7 @@ impl<B: ModelBackend> WanT2vPipeline<B> {
 
     /// A tiny pipeline with seeded random weights for tests and examples: a byte-level
     /// tokenizer, a 2-layer UMT5 of width 64, [`vdit_wan::WanConfig::tiny`] (seed
-    /// `seed`) and [`WanVaeConfig::tiny`] (seeds `seed + 1`, `seed + 2`).
+    /// `seed`) and [`WanVaeConfig::tiny`] (seeds `seed + 1`, `seed + 2`, wrapping).
     ///
     /// # Errors
     /// `max_len` 0.
@@ -284,11 +284,11 @@ impl<B: ModelBackend> WanT2vPipeline<B> {
         Ok(WanT2vPipeline {
             text: PromptEncoder::new(
                 PromptTokenizer::bytes(),
-                T5Encoder::random(&t5, seed + 1, dtype, device)?,
+                T5Encoder::random(&t5, seed.wrapping_add(1), dtype, device)?,
                 max_len,
             )?,
             transformer: WanTransformer3DModel::random(&c, seed, dtype, device)?,
-            vae: WanVaeDecoder::random(&WanVaeConfig::tiny(), seed + 2, dtype, device)?,
+            vae: WanVaeDecoder::random(&WanVaeConfig::tiny(), seed.wrapping_add(2), dtype, device)?,
         })
     }
 

@@ -125,9 +125,13 @@ fn quality<B: ModelBackend>(
         args.height.unwrap_or(dh),
         args.width.unwrap_or(dw),
     )?;
+    // The decoded frames of one video, f32 (VAE strides 4 / 8 / 8).
+    let [f, h, w] = latent;
+    super::checks::check_host_elements("--frames x --height x --width", &[3, 4, f, 8, h, 8, w])?;
     let pipe = load_pipeline::<B>(&args.model, args.text_len, device)?;
     let config = ModelConfig::Wan(pipe.transformer.config.clone());
     config.layout(latent, 1)?;
+    super::checks::check_host_elements("latents", &[config.in_channels(), f, h, w])?;
     let plan = args.model.plan()?.context("--plan is required")?;
     config.check_plan(&plan)?;
     plan.check_steps(args.steps)
