@@ -341,3 +341,28 @@ fn unwritable_video_outputs_fail_and_leave_nothing() {
         .collect();
     assert!(!left.iter().any(|n| n.ends_with(".tmp")), "{left:?}");
 }
+
+#[test]
+fn forward_on_a_part_refuses_to_overwrite_its_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = t2v("vae_b2_f2_3x5_mult112");
+    let inputs = tmp.path().join("in.safetensors");
+    std::fs::copy(dir.join("inputs.safetensors"), &inputs).unwrap();
+    let before = std::fs::read(&inputs).unwrap();
+    let run = xtask(&[
+        "forward",
+        "--model-dir",
+        s(&dir),
+        "--inputs",
+        s(&inputs),
+        "--out",
+        s(&inputs),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--inputs") && stderr.contains("same file"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&inputs).unwrap(), before);
+}

@@ -359,7 +359,7 @@ fn timed_runs<B: ModelBackend>(
     let mut map = TensorMap::default();
     map.insert("sample", out.into_data());
     if let Some(expect) = &args.expect {
-        let err = rel_l2_vs_file(&map, expect)?;
+        let err = rel_l2_vs_file(&map, expect, "sample")?;
         println!("relative L2 error vs {}: {err:.3e}", expect.display());
     }
     // Both outputs are staged and renamed together, only after the run succeeded.
@@ -386,13 +386,13 @@ fn timed_runs<B: ModelBackend>(
     Ok(map)
 }
 
-/// `||out - expected|| / ||expected||` over `sample`.
-pub fn rel_l2_vs_file(out: &TensorMap, expected: &Path) -> Result<f64> {
-    let want = TensorMap::read(expected)?.values_f32("sample")?;
-    let got = out.values_f32("sample")?;
+/// `||out - expected|| / ||expected||` over tensor `name` of both.
+pub fn rel_l2_vs_file(out: &TensorMap, expected: &Path, name: &str) -> Result<f64> {
+    let want = TensorMap::read(expected)?.values_f32(name)?;
+    let got = out.values_f32(name)?;
     if want.len() != got.len() {
         bail!(
-            "output has {} values, {} has {}",
+            "`{name}` has {} values, {} has {}",
             got.len(),
             expected.display(),
             want.len()
