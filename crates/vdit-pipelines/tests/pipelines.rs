@@ -10,7 +10,9 @@ use burn::backend::Flex;
 use burn::tensor::{DType, Distribution, Tensor};
 use vdit_models::ModelClass;
 use vdit_models::io::TensorMap;
-use vdit_pipelines::{AnyDenoiser, Pipeline, PipelineError, T2vRequest, WanT2vPipeline};
+use vdit_pipelines::{
+    AnyDenoiser, LatentRequest, Pipeline, PipelineError, SamplerChoice, T2vRequest, WanT2vPipeline,
+};
 use vdit_wan::pipeline::WanSampler;
 
 fn fixtures() -> PathBuf {
@@ -108,4 +110,76 @@ fn the_denoiser_trait_object_reports_each_class() {
         assert_eq!(layout, config.layout([2, 4, 4], 8).unwrap());
         assert!(t.video_layout([2, 3, 4], 8).is_err(), "odd latent height");
     }
+}
+
+#[test]
+fn a_cogvideox_pipeline_folder_generates_latents_through_its_own_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tr = tmp.path().join("transformer");
+    std::fs::create_dir(&tr).unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../vdit-cogvideox/tests/fixtures/b1_f4_6x4_d64_rope16_24_24");
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(src.join(f), tr.join(f)).unwrap();
+    }
+    std::fs::write(
+        tmp.path().join("model_index.json"),
+        r#"{"_class_name": "CogVideoXPipeline"}"#,
+    )
+    .unwrap();
+    let device = Default::default();
+    let Pipeline::Denoiser(d) = Pipeline::<Flex>::load(tmp.path(), DType::F32, &device).unwrap()
+    else {
+        panic!("a CogVideoX pipeline loads its transformer");
+    };
+    assert_eq!(d.class(), ModelClass::CogVideoX);
+    let mut emb = TensorMap::default();
+    emb.insert(
+        "prompt_embeds",
+        vdit_pipelines::seeded_normal(1, &[1, 4, 16]),
+    );
+    emb.insert(
+        "negative_prompt_embeds",
+        vdit_pipelines::seeded_normal(2, &[1, 4, 16]),
+    );
+    // 3 latent frames: padded to 4 for the temporal patch, the padding dropped after.
+    let mut request = LatentRequest {
+        latent: [3, 6, 4],
+        steps: 2,
+        sampler: SamplerChoice::Ddim,
+        guidance: 6.0,
+        shift: None,
+        true_cfg: 1.0,
+        dynamic_cfg: false,
+        seed: 0,
+        initial_latents: None,
+        sampler_noise: None,
+    };
+    let mut steps = 0;
+    let out = d
+        .generate_latents(&emb, &request, None, &device, |_| steps += 1)
+        .unwrap();
+    assert_eq!(steps, 2);
+    let lat = out.latents.get("latents").unwrap();
+    assert_eq!(lat.shape.as_slice(), &[1, 3, 4, 6, 4]);
+    let padded = out.latents.get("latents_padded").unwrap();
+    assert_eq!(padded.shape.as_slice(), &[1, 4, 4, 6, 4]);
+    assert!(lat.iter::<f32>().all(f32::is_finite));
+    // Without negative embeddings, guidance names what is missing.
+    let mut no_neg = TensorMap::default();
+    no_neg.insert(
+        "prompt_embeds",
+        vdit_pipelines::seeded_normal(1, &[1, 4, 16]),
+    );
+    let err = d
+        .generate_latents(&no_neg, &request, None, &device, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("negative_prompt_embeds"), "{err}");
+    request.sampler = SamplerChoice::UniPc;
+    let err = d
+        .generate_latents(&emb, &request, None, &device, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unipc") && err.contains("CogVideoX"), "{err}");
 }
