@@ -7,6 +7,7 @@
 //! | [`WanT2vPipeline`] | Wan2.1 text to video: prompt → UMT5 → denoising loop (UniPC + CFG) → VAE → frames / MP4 |
 //! | [`AnyDenoiser`], [`ModelConfig`] | the dispatch over the three denoiser classes (configs, presets, random inputs, one call, [`AnyDenoiser::generate_latents`]: each class's loop from text embeddings) |
 //! | [`PartKind`] | the parts `forward` runs that are not denoisers: a UMT5 / T5 encoder folder, a Wan VAE folder |
+//! | [`DenoiserRunner`] | the model-driven search's runner (`vdit_search::ModelRunner`) over any class |
 //! | [`quality`] | dense and planned videos with the same seeds, PSNR / SSIM per prompt and mean, JSON + Markdown + PNG chart |
 //!
 //! The class-specific denoising loops live in the model crates
@@ -45,6 +46,7 @@ mod error;
 mod latents;
 mod parts;
 pub mod quality;
+mod search_runner;
 mod wan_t2v;
 
 use std::path::Path;
@@ -62,6 +64,7 @@ pub use denoisers::{
 pub use error::{PipelineError, Result};
 pub use latents::{LatentOutput, LatentRequest, SamplerChoice, cog_frames, initial_latents};
 pub use parts::PartKind;
+pub use search_runner::DenoiserRunner;
 pub use vdit_video::{Video, read_mp4};
 pub use wan_t2v::{
     T2vFiles, T2vOutput, T2vProgress, T2vRequest, WAN_PIPELINE_CLASS, WanT2vPipeline, latent_size,

@@ -70,6 +70,77 @@ pub fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchErro
     Ok(sparse_attention(&qkv.q, &qkv.k, &qkv.v, dims, layer, scale, None).out)
 }
 
+/// Candidate evaluation on a Burn backend (the GPU kernels), in the model's dtype.
+///
+/// A layer's candidates are evaluated slot after slot on the same q/k/v: the last upload
+/// is kept on the device and reused while the host buffers are the same
+/// ([`crate::LayerQkv::fingerprint`]). Pass it to `ModelSource::with_layer_runner`.
+pub struct BurnLayerRunner<B: vdit_attention::SparseAttentionBackend> {
+    device: B::Device,
+    dtype: burn::tensor::DType,
+    uploaded: std::sync::Mutex<Option<(Vec<u64>, UploadedQkv<B>)>>,
+}
+
+type UploadedQkv<B> = [burn::tensor::Tensor<B, 4>; 3];
+
+impl<B: vdit_attention::SparseAttentionBackend> BurnLayerRunner<B> {
+    /// A runner on `device` computing in `dtype`.
+    pub fn new(device: B::Device, dtype: burn::tensor::DType) -> Self {
+        BurnLayerRunner {
+            device,
+            dtype,
+            uploaded: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn upload(&self, qkv: &crate::LayerQkv) -> UploadedQkv<B> {
+        use burn::tensor::{Tensor, TensorData};
+        let key = qkv.fingerprint();
+        let mut slot = self.uploaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, t)) = slot.as_ref()
+            && *k == key
+        {
+            return t.clone();
+        }
+        *slot = None; // free the previous layer's upload first
+        let shape = [1, qkv.heads, qkv.tokens, qkv.head_dim];
+        let t = |x: &[f32]| {
+            Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), shape), &self.device)
+                .cast(self.dtype)
+        };
+        let tensors = [t(&qkv.q), t(&qkv.k), t(&qkv.v)];
+        *slot = Some((key, tensors.clone()));
+        tensors
+    }
+}
+
+impl<B: vdit_attention::SparseAttentionBackend> LayerRunner for BurnLayerRunner<B>
+where
+    B::Device: Send + Sync,
+{
+    fn run(
+        &self,
+        qkv: &crate::LayerQkv,
+        layer: &vdit_patterns::CompiledLayer,
+    ) -> Result<Vec<f32>, crate::SearchError> {
+        let [q, k, v] = self.upload(qkv);
+        let prepared = vdit_attention::PreparedLayer::from_compiled(layer.clone());
+        let err = |e: String| crate::SearchError::Source(format!("GPU candidate evaluation: {e}"));
+        let out = B::sparse_attention(q, k, v, &prepared, &Default::default())
+            .map_err(|e| err(e.to_string()))?;
+        out.output
+            .cast(burn::tensor::DType::F32)
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| err(format!("{e:?}")))
+    }
+
+    fn name(&self) -> String {
+        format!("{} {:?}", B::name(&self.device), self.dtype)
+    }
+}
+
 /// Errors of one layer's candidates on one input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerErrors {

@@ -395,3 +395,45 @@ fn an_explicit_layer_runner_evaluates_the_candidates() {
         before
     );
 }
+
+/// `BurnLayerRunner` (what the xtask search passes for GPU backends) agrees with the CPU
+/// path on burn-flex, and re-uploads when the q/k/v change.
+#[test]
+fn the_burn_layer_runner_matches_the_cpu_path_and_follows_new_inputs() {
+    use vdit_search::eval::{BurnLayerRunner, LayerRunner};
+    let layout = VideoLayout::new(2, 4, 4).unwrap();
+    let layer = vdit_patterns::CompiledLayer::compile(
+        &[
+            Pattern::Diagonal { band: 0.25 },
+            Pattern::Skip,
+            Pattern::Dense,
+        ],
+        &layout,
+        64,
+    )
+    .unwrap();
+    let qkv = |seed: u32| {
+        let n = 3 * 32 * 8;
+        let val = |i: usize, s: u32| {
+            (((i as u32).wrapping_mul(2654435761) ^ s) % 1000) as f32 / 500.0 - 1.0
+        };
+        vdit_search::LayerQkv {
+            heads: 3,
+            tokens: 32,
+            head_dim: 8,
+            q: (0..n).map(|i| val(i, seed)).collect(),
+            k: (0..n).map(|i| val(i, seed + 1)).collect(),
+            v: (0..n).map(|i| val(i, seed + 2)).collect(),
+        }
+    };
+    let runner = BurnLayerRunner::<B>::new(Default::default(), DType::F32);
+    assert!(runner.name().contains("F32"), "{}", runner.name());
+    for seed in [1, 7, 1] {
+        let x = qkv(seed);
+        let got = runner.run(&x, &layer).unwrap();
+        let want = vdit_search::eval::run(&x, &layer).unwrap();
+        assert!(max_abs_diff(&got, &want) <= 1e-5, "seed {seed}");
+        // The skipped head is zero.
+        assert!(got[32 * 8..2 * 32 * 8].iter().all(|v| *v == 0.0));
+    }
+}
