@@ -1,5 +1,5 @@
 //! `cargo xtask`: the Sparse-vDiT command line (search, bench, forward, generate,
-//! fixtures), following the cargo-xtask convention: a workspace binary run through the
+//! quality, fixtures), following the cargo-xtask convention: a workspace binary run through the
 //! `xtask` alias in `.cargo/config.toml`.
 
 mod commands;
@@ -27,6 +27,9 @@ enum Command {
     /// Run the denoising loop from text embeddings to latents, or (`--prompt`, Wan2.1) from
     /// a prompt to an MP4 video.
     Generate(commands::generate::Args),
+    /// Compare Wan2.1 videos generated with a plan against dense ones (same prompts and
+    /// seeds): PSNR / SSIM per prompt and mean, as JSON + Markdown + a PNG chart.
+    Quality(commands::quality::Args),
     /// Regenerate the golden test fixtures with diffusers (Python, CPU).
     Fixtures(commands::fixtures::Args),
 }
@@ -38,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(a) => commands::bench::run(a),
         Command::Forward(a) => commands::forward::run(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::Quality(a) => commands::quality::run(a),
         Command::Fixtures(a) => commands::fixtures::run(a),
     };
     match result {

@@ -203,3 +203,166 @@ fn generate_with_a_prompt_on_an_incomplete_pipeline_names_the_missing_part() {
     assert!(stderr.contains("tokenizer"), "{stderr}");
     assert!(!out.exists(), "no partial video");
 }
+
+/// A copy of the tiny Wan pipeline fixture under `dir`, to break.
+fn pipeline_copy(dir: &Path) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), target).unwrap();
+            }
+        }
+    }
+    let to = dir.join("pipe");
+    copy(&t2v("pipeline_tiny"), &to);
+    to
+}
+
+/// `generate --prompt` on `pipe` (tiny sizes, 2 steps) writing `out`; returns stderr
+/// after checking that it failed cleanly and left `out` absent.
+fn prompt_fails(pipe: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "generate",
+        "--model-dir",
+        s(pipe),
+        "--prompt",
+        "a fox",
+        "--frames",
+        "5",
+        "--height",
+        "32",
+        "--width",
+        "48",
+        "--steps",
+        "2",
+        "--text-len",
+        "16",
+        "--out",
+        s(out),
+        "--quiet",
+    ];
+    args.extend(extra);
+    let run = xtask(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists(), "no partial video: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_pipeline_without_a_vae_config_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipe = pipeline_copy(tmp.path());
+    std::fs::remove_file(pipe.join("vae/config.json")).unwrap();
+    let err = prompt_fails(&pipe, &tmp.path().join("v.mp4"), &[]);
+    assert!(err.contains("vae/config.json"), "{err}");
+}
+
+#[test]
+fn a_pipeline_of_another_class_names_its_model_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipe = pipeline_copy(tmp.path());
+    std::fs::write(
+        pipe.join("model_index.json"),
+        r#"{"_class_name": "StableDiffusionPipeline"}"#,
+    )
+    .unwrap();
+    let err = prompt_fails(&pipe, &tmp.path().join("v.mp4"), &[]);
+    assert!(
+        err.contains("model_index.json") && err.contains("StableDiffusionPipeline"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_encoder_vocabulary_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipe = pipeline_copy(tmp.path());
+    let path = pipe.join("tokenizer/tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // The encoder has 80 rows; give the Unigram model 20 more pieces.
+    let vocab = tok["model"]["vocab"].as_array_mut().unwrap();
+    for i in 0..20 {
+        vocab.push(serde_json::json!([format!("extra{i}"), -20.0]));
+    }
+    std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
+    let err = prompt_fails(&pipe, &tmp.path().join("v.mp4"), &[]);
+    assert!(
+        err.contains("tokenizer.json") && err.contains("do not match"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unwritable_video_outputs_fail_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipe = t2v("pipeline_tiny");
+    // A folder that does not exist.
+    let err = prompt_fails(&pipe, &tmp.path().join("no/such/v.mp4"), &[]);
+    assert!(err.contains("no/such"), "{err}");
+    // An existing directory as the video.
+    let dir = tmp.path().join("d.mp4");
+    std::fs::create_dir(&dir).unwrap();
+    let run = xtask(&[
+        "generate",
+        "--model-dir",
+        s(&pipe),
+        "--prompt",
+        "x",
+        "--out",
+        s(&dir),
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("d.mp4"), "{err}");
+    // A PNG folder that is a file: found only when the outputs are written, after the
+    // run; neither the video nor the frames file may appear.
+    let file = tmp.path().join("png-is-a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let frames = tmp.path().join("frames.safetensors");
+    let out = tmp.path().join("v.mp4");
+    let err = prompt_fails(
+        &pipe,
+        &out,
+        &["--png-frames", s(&file), "--save-frames", s(&frames)],
+    );
+    assert!(err.contains("png-is-a-file"), "{err}");
+    assert!(!frames.exists(), "no partial frames file");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!left.iter().any(|n| n.ends_with(".tmp")), "{left:?}");
+}
+
+#[test]
+fn forward_on_a_part_refuses_to_overwrite_its_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = t2v("vae_b2_f2_3x5_mult112");
+    let inputs = tmp.path().join("in.safetensors");
+    std::fs::copy(dir.join("inputs.safetensors"), &inputs).unwrap();
+    let before = std::fs::read(&inputs).unwrap();
+    let run = xtask(&[
+        "forward",
+        "--model-dir",
+        s(&dir),
+        "--inputs",
+        s(&inputs),
+        "--out",
+        s(&inputs),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--inputs") && stderr.contains("same file"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&inputs).unwrap(), before);
+}

@@ -323,3 +323,39 @@ pub fn layout_for(
         .and_then(|l| l.with_text(text, TextPosition::Prefix))
         .map_err(|e| ModelError::Input(e.to_string()))
 }
+
+impl<B: ModelBackend> vdit_models::Denoiser<B> for CogVideoXTransformer3DModel<B> {
+    fn class(&self) -> vdit_models::ModelClass {
+        vdit_models::ModelClass::CogVideoX
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn in_channels(&self) -> usize {
+        self.config.in_channels
+    }
+
+    fn text_dim(&self) -> usize {
+        self.config.text_embed_dim
+    }
+
+    fn plan_dims(&self) -> (usize, usize, usize) {
+        (self.config.layers, self.config.heads, self.config.head_dim)
+    }
+
+    fn video_layout(&self, latent: [usize; 3], text_len: usize) -> Result<VideoLayout> {
+        let [f, h, w] = latent;
+        layout_for(&self.config, f, h, w, text_len)
+    }
+
+    fn forward_inputs(
+        &self,
+        inputs: &TensorMap,
+        plan: Option<&Plan>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 5>> {
+        CogVideoXTransformer3DModel::forward_inputs(self, inputs, plan, device)
+    }
+}

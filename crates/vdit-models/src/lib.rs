@@ -11,6 +11,7 @@
 //! | [`nn`] | layers with diffusers numerics: [`nn::Linear`] (PyTorch layout), [`nn::LayerNorm32`] / [`nn::RmsNorm32`] in f32, timestep sinusoids, GELU-tanh, 3D RoPE |
 //! | [`samplers`] | [`samplers::FlowMatchEuler`], [`samplers::UniPcFlow`], [`samplers::cfg`]; trait [`samplers::Sampler`] |
 //! | [`io`] | [`io::TensorMap`]: read any-dtype safetensors inputs, write outputs atomically |
+//! | [`Denoiser`] | the trait every denoiser implements: class, plan dimensions, layout / attention context for a latent size, one call on diffusers-named inputs |
 //!
 //! # Conventions for model crates (vdit-wan, vdit-hunyuan, vdit-cogvideox)
 //!
@@ -53,6 +54,7 @@
 
 pub mod config;
 mod context;
+mod denoiser;
 mod error;
 pub mod io;
 pub mod nn;
@@ -62,6 +64,7 @@ mod weights;
 
 pub use config::{DiffusersConfig, ModelClass};
 pub use context::attention_context;
+pub use denoiser::Denoiser;
 pub use error::{ModelError, Result};
 pub use weights::{Init, Weights};
 

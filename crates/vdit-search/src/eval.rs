@@ -2,12 +2,11 @@
 //! measure its error against dense attention, normalised by the layer's dense output
 //! energy.
 //!
-//! Candidates run on the CPU path by default. A GPU backend can take over with
-//! [`set_layer_runner`] (the xtask search installs one for `--backend cuda|wgpu`): the
+//! Candidates run on the CPU path by default. A GPU backend can take over through a
+//! [`LayerRunner`] passed explicitly (`ModelSource::with_layer_runner`, or the
+//! `*_with` functions here; the xtask search passes one for `--backend cuda|wgpu`): the
 //! kernels follow the same block tables, so the errors are the same up to the backend's
 //! float precision.
-
-use std::sync::OnceLock;
 
 use rayon::prelude::*;
 use vdit_attention::cpu::{Dims, sparse_attention};
@@ -27,7 +26,7 @@ pub fn dense_output(
 /// A function that runs one layer on host buffers, as [`LayerRunner::run`].
 pub type RunLayer<'a> = dyn FnMut(&LayerQkv, &CompiledLayer) -> Result<Vec<f32>, SearchError> + 'a;
 
-/// [`dense_output`] through `run_layer` instead of the installed runner.
+/// [`dense_output`] through `run_layer` instead of the CPU path.
 pub fn dense_output_with(
     qkv: &LayerQkv,
     layout: &VideoLayout,
@@ -47,26 +46,20 @@ pub trait LayerRunner: Send + Sync {
     fn name(&self) -> String;
 }
 
-static RUNNER: OnceLock<Box<dyn LayerRunner>> = OnceLock::new();
-
-/// Installs the process-wide runner used for candidate evaluation instead of the CPU
-/// path. Returns `false` if one was already installed (the first one stays).
-pub fn set_layer_runner(runner: Box<dyn LayerRunner>) -> bool {
-    RUNNER.set(runner).is_ok()
-}
-
-/// Name of the evaluation path in use (`cpu f32` unless a runner was installed).
-pub fn layer_runner_name() -> String {
-    RUNNER
-        .get()
-        .map_or_else(|| "cpu f32".to_string(), |r| r.name())
-}
-
-/// Runs one layer through the installed runner ([`set_layer_runner`]), or the CPU path.
-pub fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchError> {
-    if let Some(r) = RUNNER.get() {
-        return r.run(qkv, layer);
+/// Runs one layer through `runner`, or the CPU path when it is `None`.
+pub fn run_on(
+    runner: Option<&dyn LayerRunner>,
+    qkv: &LayerQkv,
+    layer: &CompiledLayer,
+) -> Result<Vec<f32>, SearchError> {
+    match runner {
+        Some(r) => r.run(qkv, layer),
+        None => run(qkv, layer),
     }
+}
+
+/// Runs one layer on the CPU path (rayon block-sparse attention, f32).
+pub fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchError> {
     let dims = Dims {
         batch: 1,
         heads: qkv.heads,
@@ -75,6 +68,77 @@ pub fn run(qkv: &LayerQkv, layer: &CompiledLayer) -> Result<Vec<f32>, SearchErro
     };
     let scale = 1.0 / (qkv.head_dim as f32).sqrt();
     Ok(sparse_attention(&qkv.q, &qkv.k, &qkv.v, dims, layer, scale, None).out)
+}
+
+/// Candidate evaluation on a Burn backend (the GPU kernels), in the model's dtype.
+///
+/// A layer's candidates are evaluated slot after slot on the same q/k/v: the last upload
+/// is kept on the device and reused while the host buffers are the same
+/// ([`crate::LayerQkv::fingerprint`]). Pass it to `ModelSource::with_layer_runner`.
+pub struct BurnLayerRunner<B: vdit_attention::SparseAttentionBackend> {
+    device: B::Device,
+    dtype: burn::tensor::DType,
+    uploaded: std::sync::Mutex<Option<(Vec<u64>, UploadedQkv<B>)>>,
+}
+
+type UploadedQkv<B> = [burn::tensor::Tensor<B, 4>; 3];
+
+impl<B: vdit_attention::SparseAttentionBackend> BurnLayerRunner<B> {
+    /// A runner on `device` computing in `dtype`.
+    pub fn new(device: B::Device, dtype: burn::tensor::DType) -> Self {
+        BurnLayerRunner {
+            device,
+            dtype,
+            uploaded: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn upload(&self, qkv: &crate::LayerQkv) -> UploadedQkv<B> {
+        use burn::tensor::{Tensor, TensorData};
+        let key = qkv.fingerprint();
+        let mut slot = self.uploaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, t)) = slot.as_ref()
+            && *k == key
+        {
+            return t.clone();
+        }
+        *slot = None; // free the previous layer's upload first
+        let shape = [1, qkv.heads, qkv.tokens, qkv.head_dim];
+        let t = |x: &[f32]| {
+            Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), shape), &self.device)
+                .cast(self.dtype)
+        };
+        let tensors = [t(&qkv.q), t(&qkv.k), t(&qkv.v)];
+        *slot = Some((key, tensors.clone()));
+        tensors
+    }
+}
+
+impl<B: vdit_attention::SparseAttentionBackend> LayerRunner for BurnLayerRunner<B>
+where
+    B::Device: Send + Sync,
+{
+    fn run(
+        &self,
+        qkv: &crate::LayerQkv,
+        layer: &vdit_patterns::CompiledLayer,
+    ) -> Result<Vec<f32>, crate::SearchError> {
+        let [q, k, v] = self.upload(qkv);
+        let prepared = vdit_attention::PreparedLayer::from_compiled(layer.clone());
+        let err = |e: String| crate::SearchError::Source(format!("GPU candidate evaluation: {e}"));
+        let out = B::sparse_attention(q, k, v, &prepared, &Default::default())
+            .map_err(|e| err(e.to_string()))?;
+        out.output
+            .cast(burn::tensor::DType::F32)
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| err(format!("{e:?}")))
+    }
+
+    fn name(&self) -> String {
+        format!("{} {:?}", B::name(&self.device), self.dtype)
+    }
 }
 
 /// Errors of one layer's candidates on one input.
@@ -137,7 +201,7 @@ pub fn candidate_errors(
     candidate_errors_with(qkv, layout, block_size, dense, candidates, cache, &mut run)
 }
 
-/// [`candidate_errors`] through `run_layer` instead of the installed runner.
+/// [`candidate_errors`] through `run_layer` instead of the CPU path.
 // Slot `j` indexes every head's candidate list and error row at once.
 #[allow(clippy::needless_range_loop)]
 pub fn candidate_errors_with(

@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use vdit_attention::{AttentionError, CaptureHook, CapturedAttention, PreparedLayer};
 use vdit_patterns::{CompiledLayer, ModelInfo, Pattern, Plan, Provenance, StepRange};
 
+use crate::eval::LayerRunner;
 use crate::{Decided, LayerQkv, QkvSource, SearchError, SourceInfo};
 
 /// Runs a model so that a search can observe its self-attention inputs.
@@ -83,6 +84,8 @@ struct PausingHook {
     captured: Mutex<Option<CapturedAttention>>,
     reports: Mutex<Sender<Report>>,
     commands: Mutex<Receiver<Command>>,
+    /// Evaluates candidates on the worker thread (`None`: the CPU path).
+    layer_runner: Option<Arc<dyn LayerRunner>>,
 }
 
 impl PausingHook {
@@ -129,7 +132,11 @@ impl CaptureHook for PausingHook {
             match commands.recv() {
                 Ok(Command::Run(layer)) => return Ok(Some(layer)),
                 Ok(Command::Eval(qkv, layer)) => {
-                    if !self.report(Report::Evaluated(crate::eval::run(&qkv, &layer))) {
+                    if !self.report(Report::Evaluated(crate::eval::run_on(
+                        self.layer_runner.as_deref(),
+                        &qkv,
+                        &layer,
+                    ))) {
                         return Err(aborted());
                     }
                 }
@@ -223,6 +230,7 @@ pub struct ModelSource<R: ModelRunner> {
     kept: Vec<Kept>,
     restarts: usize,
     eval_input: Option<(Vec<u64>, Arc<LayerQkv>)>,
+    layer_runner: Option<Arc<dyn LayerRunner>>,
 }
 
 impl<R: ModelRunner + 'static> ModelSource<R> {
@@ -241,7 +249,15 @@ impl<R: ModelRunner + 'static> ModelSource<R> {
             kept: Vec::new(),
             restarts: 0,
             eval_input: None,
+            layer_runner: None,
         }
+    }
+
+    /// Evaluates candidates with `runner` (e.g. the GPU kernels in the model's dtype) on
+    /// each sample's worker thread instead of the CPU path.
+    pub fn with_layer_runner(mut self, runner: Arc<dyn LayerRunner>) -> Self {
+        self.layer_runner = Some(runner);
+        self
     }
 
     /// How many times a run was started from its noise (one per sample at least; more
@@ -307,6 +323,7 @@ impl<R: ModelRunner + 'static> ModelSource<R> {
                 captured: Mutex::new(None),
                 reports: Mutex::new(report_tx.clone()),
                 commands: Mutex::new(command_rx),
+                layer_runner: self.layer_runner.clone(),
             });
             let make = self.make.clone();
             let last =
@@ -496,7 +513,11 @@ fn worker_loop<R: ModelRunner>(
                 let _ = reports.send(Report::Done(result));
             }
             Ok(Command::Eval(qkv, layer)) => {
-                let _ = reports.send(Report::Evaluated(crate::eval::run(&qkv, &layer)));
+                let _ = reports.send(Report::Evaluated(crate::eval::run_on(
+                    hook.layer_runner.as_deref(),
+                    &qkv,
+                    &layer,
+                )));
             }
             // Leftovers of a run that already ended.
             Ok(Command::Run(_) | Command::Abort) => {}

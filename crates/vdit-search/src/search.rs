@@ -379,7 +379,7 @@ pub fn search(
 }
 
 /// Runs one layer where `source` keeps its device work ([`QkvSource::run_layer`]), else
-/// through the installed runner or the CPU path.
+/// on the CPU path.
 fn run_layer_on(
     source: &mut dyn QkvSource,
     qkv: &crate::LayerQkv,

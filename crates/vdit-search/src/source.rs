@@ -161,8 +161,7 @@ pub trait QkvSource {
 
     /// Runs one layer's candidates on `qkv` where the source keeps its device work
     /// (e.g. the thread that owns the GPU model), as
-    /// [`crate::eval::LayerRunner::run`]; `None` (the default) uses the installed runner
-    /// or the CPU path.
+    /// [`crate::eval::LayerRunner::run`]; `None` (the default) uses the CPU path.
     fn run_layer(
         &mut self,
         _qkv: &LayerQkv,

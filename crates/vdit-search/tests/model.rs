@@ -352,3 +352,88 @@ fn paused_runs_restart_when_asked_for_an_earlier_layer_or_other_decisions() {
     // And the source still works afterwards.
     assert_eq!(source.qkv(0, 0, 1, &dense).unwrap(), l1);
 }
+
+/// A layer runner passed explicitly to the source (no process-wide state): it is the one
+/// that evaluates the candidates, and one that agrees with the CPU path gives the same
+/// plan as the CPU path.
+#[test]
+fn an_explicit_layer_runner_evaluates_the_candidates() {
+    struct Counting(std::sync::atomic::AtomicUsize);
+    impl vdit_search::eval::LayerRunner for Counting {
+        fn run(
+            &self,
+            qkv: &vdit_search::LayerQkv,
+            layer: &vdit_patterns::CompiledLayer,
+        ) -> Result<Vec<f32>, SearchError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            vdit_search::eval::run(qkv, layer)
+        }
+        fn name(&self) -> String {
+            "counting cpu".into()
+        }
+    }
+    let opts = SearchOptions {
+        ranges: 2,
+        epsilon: 0.5,
+        ..common::opts()
+    };
+    let run = |source: &mut ModelSource<WanRunner>| {
+        search(source, &opts, &common::cost(), common::meta(), &NoProgress).unwrap()
+    };
+    let runner = WanRunner::new(1, 2);
+    let plain = run(&mut runner.clone().source());
+    let counting = Arc::new(Counting(Default::default()));
+    let mut source = runner.clone().source().with_layer_runner(counting.clone());
+    let with_runner = run(&mut source);
+    assert!(counting.0.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(with_runner.plan.ranges, plain.plan.ranges);
+    // A fresh source without it does not see the other's runner.
+    let before = counting.0.load(std::sync::atomic::Ordering::Relaxed);
+    run(&mut runner.source());
+    assert_eq!(
+        counting.0.load(std::sync::atomic::Ordering::Relaxed),
+        before
+    );
+}
+
+/// `BurnLayerRunner` (what the xtask search passes for GPU backends) agrees with the CPU
+/// path on burn-flex, and re-uploads when the q/k/v change.
+#[test]
+fn the_burn_layer_runner_matches_the_cpu_path_and_follows_new_inputs() {
+    use vdit_search::eval::{BurnLayerRunner, LayerRunner};
+    let layout = VideoLayout::new(2, 4, 4).unwrap();
+    let layer = vdit_patterns::CompiledLayer::compile(
+        &[
+            Pattern::Diagonal { band: 0.25 },
+            Pattern::Skip,
+            Pattern::Dense,
+        ],
+        &layout,
+        64,
+    )
+    .unwrap();
+    let qkv = |seed: u32| {
+        let n = 3 * 32 * 8;
+        let val = |i: usize, s: u32| {
+            (((i as u32).wrapping_mul(2654435761) ^ s) % 1000) as f32 / 500.0 - 1.0
+        };
+        vdit_search::LayerQkv {
+            heads: 3,
+            tokens: 32,
+            head_dim: 8,
+            q: (0..n).map(|i| val(i, seed)).collect(),
+            k: (0..n).map(|i| val(i, seed + 1)).collect(),
+            v: (0..n).map(|i| val(i, seed + 2)).collect(),
+        }
+    };
+    let runner = BurnLayerRunner::<B>::new(Default::default(), DType::F32);
+    assert!(runner.name().contains("F32"), "{}", runner.name());
+    for seed in [1, 7, 1] {
+        let x = qkv(seed);
+        let got = runner.run(&x, &layer).unwrap();
+        let want = vdit_search::eval::run(&x, &layer).unwrap();
+        assert!(max_abs_diff(&got, &want) <= 1e-5, "seed {seed}");
+        // The skipped head is zero.
+        assert!(got[32 * 8..2 * 32 * 8].iter().all(|v| *v == 0.0));
+    }
+}

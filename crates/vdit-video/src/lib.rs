@@ -32,8 +32,8 @@ mod png_io;
 use std::path::PathBuf;
 
 pub use metrics::{psnr_frame, ssim_frame, video_psnr_ssim};
-pub use mp4_io::{read_mp4, write_mp4};
-pub use png_io::write_png_frames;
+pub use mp4_io::{encode_mp4, read_mp4, write_mp4};
+pub use png_io::{encode_png_rgb, png_frame_name, write_png_frames};
 
 /// Why a video could not be built, written or read.
 #[derive(Debug, thiserror::Error)]

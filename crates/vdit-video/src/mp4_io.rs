@@ -59,6 +59,23 @@ fn annex_b_units(data: &[u8]) -> Vec<&[u8]> {
 /// Writes `video` as an H.264 MP4 at `fps` frames per second, atomically (temp file +
 /// rename). Odd sizes are rejected (4:2:0 chroma needs even width and height).
 pub fn write_mp4(path: &Path, video: &Video, fps: u32) -> Result<()> {
+    let data = encode_mp4(video, fps).map_err(|e| match e {
+        VideoError::File { message, .. } => VideoError::File {
+            path: path.to_owned(),
+            message,
+        },
+        other => other,
+    })?;
+    vdit_patterns::write_atomic(path, &data).map_err(|e| VideoError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The bytes of `video` as an H.264 MP4 at `fps` frames per second (what [`write_mp4`]
+/// writes), e.g. to stage several outputs and rename them together.
+pub fn encode_mp4(video: &Video, fps: u32) -> Result<Vec<u8>> {
+    let path = Path::new("<mp4 in memory>");
     let (w, h) = (video.width, video.height);
     if w % 2 != 0 || h % 2 != 0 || w > u16::MAX as usize || h > u16::MAX as usize || fps == 0 {
         return Err(VideoError::Invalid(format!(
@@ -146,11 +163,7 @@ pub fn write_mp4(path: &Path, video: &Video, fps: u32) -> Result<()> {
             .map_err(|e| container(path, e))?;
     }
     writer.write_end().map_err(|e| container(path, e))?;
-    let data = writer.into_writer().into_inner();
-    vdit_patterns::write_atomic(path, &data).map_err(|e| VideoError::File {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
+    Ok(writer.into_writer().into_inner())
 }
 
 /// Reads and decodes the first video track of an H.264 MP4 into RGB frames.

@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use vdit_models::ModelBackend;
 use vdit_models::nn::{LayerNorm32, Linear, gelu_tanh, rope, to_f32};
 use vdit_wan::block::WanBlock;
-use vdit_wan::{WanConfig, WanConfigJson, WanTransformer3DModel};
+use vdit_wan::{WanConfig, WanTransformer3DModel};
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -224,19 +224,6 @@ impl<B: Backend> Timer<'_, B> {
         });
         median_ms
     }
-}
-
-fn tiny_config() -> WanConfig {
-    WanConfigJson {
-        num_attention_heads: 4,
-        attention_head_dim: 32,
-        text_dim: 64,
-        ffn_dim: 256,
-        num_layers: 2,
-        ..Default::default()
-    }
-    .into_config()
-    .expect("valid tiny config")
 }
 
 /// A Linear whose weight is `[in, out]` held as `layout`, from the same values.
@@ -1182,7 +1169,7 @@ fn main() -> AnyResult<()> {
     let args = parse_args()?;
     let setup = if args.tiny {
         Setup {
-            config: tiny_config(),
+            config: WanConfig::tiny(),
             latent: [3, 8, 12],
             dtype: if args.cpu { DType::F32 } else { DType::BF16 },
         }

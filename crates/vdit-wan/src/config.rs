@@ -221,13 +221,30 @@ impl WanConfig {
         }
     }
 
-    /// A preset by name: `wan2.1-t2v-1.3b` or `wan2.1-t2v-14b`.
+    /// A tiny Wan2.1-shaped config for CPU tests, examples and smoke runs (preset
+    /// `wan-tiny`): 2 layers, 4 heads x 32, text width 64, FFN 256, 16 latent channels,
+    /// patch 1x2x2.
+    pub fn tiny() -> Self {
+        WanConfigJson {
+            num_attention_heads: 4,
+            attention_head_dim: 32,
+            text_dim: 64,
+            ffn_dim: 256,
+            num_layers: 2,
+            ..Default::default()
+        }
+        .into_config()
+        .expect("the tiny config is valid")
+    }
+
+    /// A preset by name: `wan2.1-t2v-1.3b`, `wan2.1-t2v-14b` or `wan-tiny`.
     pub fn preset(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "wan2.1-t2v-1.3b" | "wan-1.3b" | "1.3b" => Ok(Self::wan2_1_t2v_1_3b()),
             "wan2.1-t2v-14b" | "wan-14b" | "14b" => Ok(Self::wan2_1_t2v_14b()),
+            "wan-tiny" => Ok(Self::tiny()),
             other => Err(ModelError::Config(format!(
-                "unknown Wan preset `{other}` (use wan2.1-t2v-1.3b or wan2.1-t2v-14b)"
+                "unknown Wan preset `{other}` (use wan2.1-t2v-1.3b, wan2.1-t2v-14b or wan-tiny)"
             ))),
         }
     }

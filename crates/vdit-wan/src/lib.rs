@@ -26,6 +26,7 @@ pub mod attention;
 pub mod block;
 mod config;
 pub mod embeddings;
+pub mod pipeline;
 mod transformer;
 pub mod vae;
 

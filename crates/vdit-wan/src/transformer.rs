@@ -324,3 +324,39 @@ pub fn layout_for(
     VideoLayout::new(frames / pt, height / ph, width / pw)
         .map_err(|e| ModelError::Input(e.to_string()))
 }
+
+impl<B: ModelBackend> vdit_models::Denoiser<B> for WanTransformer3DModel<B> {
+    fn class(&self) -> vdit_models::ModelClass {
+        vdit_models::ModelClass::Wan
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn in_channels(&self) -> usize {
+        self.config.in_channels
+    }
+
+    fn text_dim(&self) -> usize {
+        self.config.text_dim
+    }
+
+    fn plan_dims(&self) -> (usize, usize, usize) {
+        (self.config.layers, self.config.heads, self.config.head_dim)
+    }
+
+    fn video_layout(&self, latent: [usize; 3], _text_len: usize) -> Result<VideoLayout> {
+        let [f, h, w] = latent;
+        layout_for(&self.config, f, h, w)
+    }
+
+    fn forward_inputs(
+        &self,
+        inputs: &TensorMap,
+        plan: Option<&Plan>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 5>> {
+        WanTransformer3DModel::forward_inputs(self, inputs, plan, device)
+    }
+}

@@ -25,7 +25,7 @@ use vdit_patterns::{
 use vdit_search::{COST_TABLE_VERSION, CostEntry, CostTable, iso_date_utc};
 use vdit_wan::WanConfig;
 
-use super::forward::{BackendKind, Denoiser, ModelConfig, RandomInputs, wan_tiny, with_backend};
+use super::forward::{BackendKind, Denoiser, ModelConfig, RandomInputs, with_backend};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
@@ -515,7 +515,7 @@ fn step_case(model: StepModel, size: StepSize) -> Result<StepCase> {
         (StepModel::Wan, StepSize::Tiny) => StepCase {
             name: "wan tiny (2 layers, 4x32) 8x32x32".into(),
             id: "wan2.1-t2v",
-            config: ModelConfig::Wan(wan_tiny()?),
+            config: ModelConfig::Wan(WanConfig::tiny()),
             latent: tiny,
             text_len: 16,
             valid_text: 16,

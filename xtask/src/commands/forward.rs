@@ -3,26 +3,25 @@
 //! random inputs at a given latent size; the output is written under `sample`.
 //!
 //! This module also holds what `generate` and `bench` share: the backend switch
-//! ([`BackendKind`], [`with_backend!`]), the model arguments ([`ModelArgs`]), the model
-//! configs ([`ModelConfig`], keyed by diffusers `_class_name` or a preset) and the
-//! loaded denoisers ([`Denoiser`]).
+//! ([`BackendKind`], [`with_backend!`]) and the model arguments ([`ModelArgs`],
+//! [`resolve_config`], [`load_denoiser`]); the configs and loaded denoisers of every
+//! class are `vdit_pipelines::{ModelConfig, AnyDenoiser}`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Distribution, Tensor, TensorData};
-use vdit_attention::AttentionContext;
-use vdit_cogvideox::{CogVideoXConfig, CogVideoXConfigJson, CogVideoXTransformer3DModel};
-use vdit_hunyuan::{
-    HunyuanConfig, HunyuanConfigJson, HunyuanInputs, HunyuanVideoTransformer3DModel,
-};
+use burn::tensor::{DType, Tensor};
 use vdit_models::ModelBackend;
 use vdit_models::io::TensorMap;
-use vdit_models::{DiffusersConfig, ModelClass, parse_dtype};
-use vdit_patterns::{Plan, VideoLayout};
-use vdit_wan::{WanConfig, WanConfigJson, WanTransformer3DModel};
+use vdit_models::{ModelClass, parse_dtype};
+use vdit_patterns::Plan;
+/// The dispatch over the denoiser classes lives in `vdit-pipelines`; these names are
+/// what `forward`, `generate`, `bench` and `search` use.
+pub use vdit_pipelines::{
+    AnyDenoiser as Denoiser, ModelConfig, RandomInputs, StepInputs, class_defaults,
+    default_valid_text,
+};
 
 /// Which Burn backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,10 +77,6 @@ macro_rules! with_backend {
 }
 pub(crate) use with_backend;
 
-/// The presets `--preset` accepts (aliases are listed by the model crates).
-pub const PRESETS: &str = "wan2.1-t2v-1.3b, wan2.1-t2v-14b, hunyuan-video, cogvideox1.5-5b, \
-                           and the tiny test models wan-tiny, hunyuan-tiny, cogvideox-tiny";
-
 /// Where the model comes from and how it runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
@@ -128,450 +123,29 @@ impl ModelArgs {
     }
 }
 
-/// The tiny Wan2.1-shaped model of the CPU benchmark and tests (preset `wan-tiny`):
-/// 2 layers, 4 heads x 32, text width 64, FFN 256, 16 latent channels.
-pub fn wan_tiny() -> Result<WanConfig> {
-    Ok(WanConfigJson {
-        num_attention_heads: 4,
-        attention_head_dim: 32,
-        text_dim: 64,
-        ffn_dim: 256,
-        num_layers: 2,
-        ..Default::default()
-    }
-    .into_config()?)
-}
-
-fn wan_preset(name: &str) -> Result<WanConfig> {
-    if name.eq_ignore_ascii_case("wan-tiny") {
-        return wan_tiny();
-    }
-    Ok(WanConfig::preset(name)?)
-}
-
-/// The runtime config of a supported denoiser.
-#[derive(Debug, Clone)]
-pub enum ModelConfig {
-    /// Wan2.1 T2V.
-    Wan(WanConfig),
-    /// HunyuanVideo T2V.
-    Hunyuan(HunyuanConfig),
-    /// CogVideoX1.5 T2V.
-    CogVideoX(CogVideoXConfig),
-}
-
-impl ModelConfig {
-    /// The config `args` select: `config.json` of `--model-dir` (class from
-    /// `_class_name`) or `--preset`.
-    pub fn resolve(args: &ModelArgs) -> Result<Self> {
-        match (&args.model_dir, &args.preset) {
-            (Some(dir), _) => {
-                let cfg = DiffusersConfig::from_model_dir(dir)?;
-                Ok(match cfg.model_class()? {
-                    ModelClass::Wan => {
-                        ModelConfig::Wan(WanConfigJson::from_diffusers(&cfg)?.into_config()?)
-                    }
-                    ModelClass::HunyuanVideo => ModelConfig::Hunyuan(
-                        HunyuanConfigJson::from_diffusers(&cfg)?.into_config()?,
-                    ),
-                    ModelClass::CogVideoX => ModelConfig::CogVideoX(
-                        CogVideoXConfigJson::from_diffusers(&cfg)?.into_config()?,
-                    ),
-                })
-            }
-            (None, Some(preset)) => Self::preset(preset),
-            (None, None) => bail!("give --model-dir or --preset"),
-        }
-    }
-
-    /// A preset by name (see [`PRESETS`]).
-    pub fn preset(name: &str) -> Result<Self> {
-        if let Ok(c) = wan_preset(name) {
-            Ok(ModelConfig::Wan(c))
-        } else if let Ok(c) = HunyuanConfig::preset(name) {
-            Ok(ModelConfig::Hunyuan(c))
-        } else if let Ok(c) = CogVideoXConfig::preset(name) {
-            Ok(ModelConfig::CogVideoX(c))
-        } else {
-            bail!("unknown preset `{name}` (known: {PRESETS})")
-        }
-    }
-
-    /// The model class.
-    pub fn class(&self) -> ModelClass {
-        match self {
-            ModelConfig::Wan(_) => ModelClass::Wan,
-            ModelConfig::Hunyuan(_) => ModelClass::HunyuanVideo,
-            ModelConfig::CogVideoX(_) => ModelClass::CogVideoX,
-        }
-    }
-
-    /// Latent channels in.
-    pub fn in_channels(&self) -> usize {
-        match self {
-            ModelConfig::Wan(c) => c.in_channels,
-            ModelConfig::Hunyuan(c) => c.in_channels,
-            ModelConfig::CogVideoX(c) => c.in_channels,
-        }
-    }
-
-    /// Text-encoder width.
-    pub fn text_dim(&self) -> usize {
-        match self {
-            ModelConfig::Wan(c) => c.text_dim,
-            ModelConfig::Hunyuan(c) => c.text_dim,
-            ModelConfig::CogVideoX(c) => c.text_embed_dim,
-        }
-    }
-
-    /// What a plan for this model must have: attention layers (Hunyuan: dual + single
-    /// blocks), heads, head dim.
-    pub fn plan_dims(&self) -> (usize, usize, usize) {
-        match self {
-            ModelConfig::Wan(c) => (c.layers, c.heads, c.head_dim),
-            ModelConfig::Hunyuan(c) => (c.attention_layers(), c.heads, c.head_dim),
-            ModelConfig::CogVideoX(c) => (c.layers, c.heads, c.head_dim),
-        }
-    }
-
-    /// The self-attention layout of latents `latent` = `[frames, height, width]` with
-    /// `text_len` text tokens (ignored by Wan, whose self-attention is video only).
-    /// Latent sizes the patch does not divide are an error naming the patch.
-    pub fn layout(&self, latent: [usize; 3], text_len: usize) -> Result<VideoLayout> {
-        let [f, h, w] = latent;
-        let class = self.class().class_name();
-        let layout = match self {
-            ModelConfig::Wan(c) => vdit_wan::layout_for(c, f, h, w),
-            ModelConfig::Hunyuan(c) => vdit_hunyuan::layout_for(c, f, h, w, text_len),
-            ModelConfig::CogVideoX(c) => vdit_cogvideox::layout_for(c, f, h, w, text_len),
-        };
-        layout.with_context(|| format!("latent {f}x{h}x{w} for {class}"))
-    }
-
-    /// Whether `plan` was made for this model (layers, heads, head dim).
-    pub fn check_plan(&self, plan: &Plan) -> Result<()> {
-        let (l, h, d) = self.plan_dims();
-        plan.check_model(l, h, d).map_err(|e| {
-            anyhow::anyhow!(
-                "the plan ({} layers x {} heads x {}) does not fit {} ({l} x {h} x {d}): {e}",
-                plan.model.layers,
-                plan.model.heads,
-                plan.model.head_dim,
-                self.class().class_name()
-            )
-        })
+/// The config `args` select: `config.json` of `--model-dir` (class from
+/// `_class_name`) or `--preset`.
+pub fn resolve_config(args: &ModelArgs) -> Result<ModelConfig> {
+    match (&args.model_dir, &args.preset) {
+        (Some(dir), _) => Ok(ModelConfig::from_model_dir(dir)?),
+        (None, Some(preset)) => Ok(ModelConfig::preset(preset)?),
+        (None, None) => bail!("give --model-dir or --preset"),
     }
 }
 
-/// The defaults of one model class at its real pipeline settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ClassDefaults {
-    /// Latent `[frames, height, width]` (CogVideoX: padded frame count).
-    pub latent: [usize; 3],
-    /// Text tokens (Wan: cross-attention keys; Hunyuan: padded length; CogVideoX: 226).
-    pub text_len: usize,
-    /// Video `[frames, height, width]` in pixels (`generate`).
-    pub video: [usize; 3],
-}
-
-/// Real-size defaults: Wan2.1 480p x 81 frames, HunyuanVideo 720p x 129 frames,
-/// CogVideoX1.5 1360x768 x 81 frames.
-pub fn class_defaults(class: ModelClass) -> ClassDefaults {
-    match class {
-        ModelClass::Wan => ClassDefaults {
-            latent: [21, 60, 104],
-            text_len: 512,
-            video: [81, 480, 832],
-        },
-        ModelClass::HunyuanVideo => ClassDefaults {
-            latent: [33, 90, 160],
-            text_len: 256,
-            video: [129, 720, 1280],
-        },
-        ModelClass::CogVideoX => ClassDefaults {
-            latent: [22, 96, 170],
-            text_len: 226,
-            video: [81, 768, 1360],
-        },
+/// Loads the model `args` describe (class from `_class_name` or the preset; random
+/// weights with `--random-weights`).
+pub fn load_denoiser<B: ModelBackend>(args: &ModelArgs, device: &B::Device) -> Result<Denoiser<B>> {
+    let config = resolve_config(args)?;
+    let dtype = args.dtype()?;
+    if args.random_weights {
+        return Ok(Denoiser::random(&config, args.weights_seed, dtype, device)?);
     }
-}
-
-/// Valid text tokens of random HunyuanVideo text when not given: half of the padded
-/// length (the pipeline pads every prompt to 256 tokens and masks the padding).
-pub fn default_valid_text(text_len: usize) -> usize {
-    text_len.div_ceil(2)
-}
-
-/// A loaded denoiser of any supported class (the dispatch table of `forward`,
-/// `generate` and `bench`; the model-driven `search` takes the Wan2.1 variant).
-pub enum Denoiser<B: Backend> {
-    /// Wan2.1 T2V.
-    Wan(Box<WanTransformer3DModel<B>>),
-    /// HunyuanVideo T2V.
-    Hunyuan(Box<HunyuanVideoTransformer3DModel<B>>),
-    /// CogVideoX1.5 T2V.
-    CogVideoX(Box<CogVideoXTransformer3DModel<B>>),
-}
-
-/// Inputs of one denoiser call, on the device.
-pub enum StepInputs<B: Backend> {
-    /// Wan: latents `[B, C, F, H, W]`, timestep `[B]`, text `[B, L, D]`.
-    Wan {
-        /// Latents.
-        latents: Tensor<B, 5>,
-        /// Timesteps.
-        timestep: Tensor<B, 1>,
-        /// Text embeddings.
-        text: Tensor<B, 3>,
-    },
-    /// HunyuanVideo: latents `[B, C, F, H, W]`, text with mask, pooled text, guidance.
-    Hunyuan(HunyuanInputs<B>),
-    /// CogVideoX: latents `[B, F, C, H, W]`, timestep `[B]`, text `[B, L, D]`.
-    CogVideoX {
-        /// Latents.
-        latents: Tensor<B, 5>,
-        /// Timesteps.
-        timestep: Tensor<B, 1>,
-        /// Text embeddings.
-        text: Tensor<B, 3>,
-    },
-}
-
-impl<B: Backend> StepInputs<B> {
-    /// The inputs as host tensors under diffusers' argument names (an inputs file for
-    /// `forward --inputs`).
-    pub fn into_tensor_map(self) -> TensorMap {
-        match self {
-            StepInputs::Wan {
-                latents,
-                timestep,
-                text,
-            }
-            | StepInputs::CogVideoX {
-                latents,
-                timestep,
-                text,
-            } => {
-                let mut map = TensorMap::default();
-                map.insert("hidden_states", latents.into_data());
-                map.insert("timestep", timestep.into_data());
-                map.insert("encoder_hidden_states", text.into_data());
-                map
-            }
-            StepInputs::Hunyuan(inputs) => inputs.into_tensor_map(),
-        }
-    }
-}
-
-/// Settings of random inputs ([`Denoiser::random_inputs`]).
-#[derive(Debug, Clone, Copy)]
-pub struct RandomInputs {
-    /// Batch.
-    pub batch: usize,
-    /// Latent `[frames, height, width]`.
-    pub latent: [usize; 3],
-    /// Text tokens.
-    pub text_len: usize,
-    /// Valid (unpadded) text tokens, HunyuanVideo only.
-    pub valid_text: usize,
-    /// Timestep of every batch element.
-    pub timestep: f32,
-    /// Seed of the backend RNG.
-    pub seed: u64,
-}
-
-impl<B: ModelBackend> Denoiser<B> {
-    /// Loads the model `args` describe (class from `_class_name` or the preset).
-    pub fn load(args: &ModelArgs, device: &B::Device) -> Result<Self> {
-        let config = ModelConfig::resolve(args)?;
-        let dtype = args.dtype()?;
-        if args.random_weights {
-            return Self::random(&config, args.weights_seed, dtype, device);
-        }
-        let dir = args
-            .model_dir
-            .as_deref()
-            .context("--model-dir is required without --random-weights")?;
-        let ctx = || format!("loading {}", dir.display());
-        Ok(match config {
-            ModelConfig::Wan(_) => Denoiser::Wan(Box::new(
-                WanTransformer3DModel::load(dir, dtype, device).with_context(ctx)?,
-            )),
-            ModelConfig::Hunyuan(_) => Denoiser::Hunyuan(Box::new(
-                HunyuanVideoTransformer3DModel::load(dir, dtype, device).with_context(ctx)?,
-            )),
-            ModelConfig::CogVideoX(_) => Denoiser::CogVideoX(Box::new(
-                CogVideoXTransformer3DModel::load(dir, dtype, device).with_context(ctx)?,
-            )),
-        })
-    }
-
-    /// The model of `config` with seeded random weights.
-    pub fn random(
-        config: &ModelConfig,
-        seed: u64,
-        dtype: DType,
-        device: &B::Device,
-    ) -> Result<Self> {
-        Ok(match config {
-            ModelConfig::Wan(c) => Denoiser::Wan(Box::new(WanTransformer3DModel::random(
-                c, seed, dtype, device,
-            )?)),
-            ModelConfig::Hunyuan(c) => Denoiser::Hunyuan(Box::new(
-                HunyuanVideoTransformer3DModel::random(c, seed, dtype, device)?,
-            )),
-            ModelConfig::CogVideoX(c) => Denoiser::CogVideoX(Box::new(
-                CogVideoXTransformer3DModel::random(c, seed, dtype, device)?,
-            )),
-        })
-    }
-
-    /// The model's config.
-    pub fn config(&self) -> ModelConfig {
-        match self {
-            Denoiser::Wan(m) => ModelConfig::Wan(m.config.clone()),
-            Denoiser::Hunyuan(m) => ModelConfig::Hunyuan(m.config.clone()),
-            Denoiser::CogVideoX(m) => ModelConfig::CogVideoX(m.config.clone()),
-        }
-    }
-
-    /// The model class.
-    pub fn class(&self) -> ModelClass {
-        match self {
-            Denoiser::Wan(_) => ModelClass::Wan,
-            Denoiser::Hunyuan(_) => ModelClass::HunyuanVideo,
-            Denoiser::CogVideoX(_) => ModelClass::CogVideoX,
-        }
-    }
-
-    /// The model's float dtype.
-    pub fn dtype(&self) -> DType {
-        match self {
-            Denoiser::Wan(m) => m.dtype,
-            Denoiser::Hunyuan(m) => m.dtype,
-            Denoiser::CogVideoX(m) => m.dtype,
-        }
-    }
-
-    /// The attention context for latents `[frames, height, width]` and `text_len` text
-    /// tokens, dense or following `plan`.
-    pub fn attention_context(
-        &self,
-        latent: [usize; 3],
-        text_len: usize,
-        plan: Option<&Plan>,
-    ) -> Result<AttentionContext> {
-        self.config().layout(latent, text_len)?;
-        let [f, h, w] = latent;
-        Ok(match self {
-            Denoiser::Wan(m) => m.attention_context(f, h, w, plan)?,
-            Denoiser::Hunyuan(m) => m.attention_context(f, h, w, text_len, plan)?,
-            Denoiser::CogVideoX(m) => m.attention_context(f, h, w, text_len, plan)?,
-        })
-    }
-
-    /// Random inputs of one call (normal latents and text; HunyuanVideo: pooled text, a
-    /// right-padded text mask with `valid_text` valid tokens, guidance 6.0 x 1000), the
-    /// float tensors in the model dtype. The latent size is checked first.
-    pub fn random_inputs(&self, r: &RandomInputs, device: &B::Device) -> Result<StepInputs<B>> {
-        if r.text_len == 0 {
-            bail!("the text length must be positive");
-        }
-        let config = self.config();
-        config.layout(r.latent, r.text_len)?;
-        let b = r.batch.max(1);
-        let [f, h, w] = r.latent;
-        let (c, d, dtype) = (config.in_channels(), config.text_dim(), self.dtype());
-        let normal = Distribution::Normal(0.0, 1.0);
-        B::seed(device, r.seed);
-        let timestep = Tensor::<B, 1>::from_data(
-            TensorData::new(vec![r.timestep; b], [b]),
-            (device, DType::F32),
-        );
-        Ok(match self {
-            Denoiser::Wan(_) => StepInputs::Wan {
-                latents: Tensor::<B, 5>::random([b, c, f, h, w], normal, (device, DType::F32))
-                    .cast(dtype),
-                timestep,
-                text: Tensor::<B, 3>::random([b, r.text_len, d], normal, (device, DType::F32))
-                    .cast(dtype),
-            },
-            Denoiser::Hunyuan(m) => {
-                if r.valid_text == 0 || r.valid_text > r.text_len {
-                    bail!(
-                        "--valid-text must be in 1..={} (the text length), got {}",
-                        r.text_len,
-                        r.valid_text
-                    );
-                }
-                let mut inputs = HunyuanInputs::random(
-                    &m.config,
-                    b,
-                    r.latent,
-                    r.text_len,
-                    Some(r.valid_text),
-                    device,
-                )?;
-                inputs.hidden_states = inputs.hidden_states.cast(dtype);
-                inputs.encoder_hidden_states = inputs.encoder_hidden_states.cast(dtype);
-                inputs.pooled_projections = inputs.pooled_projections.cast(dtype);
-                inputs.timestep = timestep;
-                StepInputs::Hunyuan(inputs)
-            }
-            Denoiser::CogVideoX(_) => StepInputs::CogVideoX {
-                latents: Tensor::<B, 5>::random([b, f, c, h, w], normal, (device, DType::F32))
-                    .cast(dtype),
-                timestep,
-                text: Tensor::<B, 3>::random([b, r.text_len, d], normal, (device, DType::F32))
-                    .cast(dtype),
-            },
-        })
-    }
-
-    /// One call on device inputs through `ctx` (whose layout must fit them).
-    pub fn step(&self, inputs: &StepInputs<B>, ctx: &AttentionContext) -> Result<Tensor<B, 5>> {
-        Ok(match (self, inputs) {
-            (
-                Denoiser::Wan(m),
-                StepInputs::Wan {
-                    latents,
-                    timestep,
-                    text,
-                },
-            ) => m.forward(latents.clone(), timestep.clone(), text.clone(), ctx)?,
-            (Denoiser::Hunyuan(m), StepInputs::Hunyuan(inputs)) => {
-                m.forward(inputs.clone(), ctx)?
-            }
-            (
-                Denoiser::CogVideoX(m),
-                StepInputs::CogVideoX {
-                    latents,
-                    timestep,
-                    text,
-                },
-            ) => m.forward(latents.clone(), timestep.clone(), text.clone(), ctx)?,
-            _ => bail!(
-                "the inputs are not for {} (internal error)",
-                self.class().class_name()
-            ),
-        })
-    }
-
-    /// One call with diffusers-named inputs (`hidden_states`, `timestep`,
-    /// `encoder_hidden_states`; HunyuanVideo also `encoder_attention_mask`,
-    /// `pooled_projections`, `guidance`).
-    pub fn forward_inputs(
-        &self,
-        inputs: &TensorMap,
-        plan: Option<&Plan>,
-        device: &B::Device,
-    ) -> Result<Tensor<B, 5>> {
-        Ok(match self {
-            Denoiser::Wan(m) => m.forward_inputs(inputs, plan, device)?,
-            Denoiser::Hunyuan(m) => m.forward_inputs(inputs, plan, device)?,
-            Denoiser::CogVideoX(m) => m.forward_inputs(inputs, plan, device)?,
-        })
-    }
+    let dir = args
+        .model_dir
+        .as_deref()
+        .context("--model-dir is required without --random-weights")?;
+    Ok(Denoiser::load(dir, dtype, device)?)
 }
 
 /// Arguments of `cargo xtask forward`.
@@ -697,7 +271,7 @@ pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tensor
     let t0 = Instant::now();
     super::checks::check_repeats("--repeat", args.repeat)?;
     args.check_paths()?;
-    let config = ModelConfig::resolve(&args.model)?;
+    let config = resolve_config(&args.model)?;
     let class = config.class();
     let plan = args.model.plan()?;
     if let Some(p) = &plan {
@@ -738,7 +312,7 @@ pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tensor
     } else {
         None
     };
-    let model = Denoiser::<B>::load(&args.model, device)?;
+    let model = load_denoiser::<B>(&args.model, device)?;
     eprintln!(
         "loaded {} in {:.2}s",
         class.class_name(),
@@ -757,7 +331,7 @@ pub fn run_on<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tensor
         None => None,
     };
     timed_runs::<B>(args, device, saved_inputs, || {
-        model.forward_inputs(&inputs, plan.as_ref(), device)
+        Ok(model.forward_inputs(&inputs, plan.as_ref(), device)?)
     })
 }
 
@@ -785,7 +359,7 @@ fn timed_runs<B: ModelBackend>(
     let mut map = TensorMap::default();
     map.insert("sample", out.into_data());
     if let Some(expect) = &args.expect {
-        let err = rel_l2_vs_file(&map, expect)?;
+        let err = rel_l2_vs_file(&map, expect, "sample")?;
         println!("relative L2 error vs {}: {err:.3e}", expect.display());
     }
     // Both outputs are staged and renamed together, only after the run succeeded.
@@ -812,13 +386,13 @@ fn timed_runs<B: ModelBackend>(
     Ok(map)
 }
 
-/// `||out - expected|| / ||expected||` over `sample`.
-pub fn rel_l2_vs_file(out: &TensorMap, expected: &Path) -> Result<f64> {
-    let want = TensorMap::read(expected)?.values_f32("sample")?;
-    let got = out.values_f32("sample")?;
+/// `||out - expected|| / ||expected||` over tensor `name` of both.
+pub fn rel_l2_vs_file(out: &TensorMap, expected: &Path, name: &str) -> Result<f64> {
+    let want = TensorMap::read(expected)?.values_f32(name)?;
+    let got = out.values_f32(name)?;
     if want.len() != got.len() {
         bail!(
-            "output has {} values, {} has {}",
+            "`{name}` has {} values, {} has {}",
             got.len(),
             expected.display(),
             want.len()

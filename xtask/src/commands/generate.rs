@@ -1,7 +1,8 @@
 //! `cargo xtask generate`: the denoising loop from precomputed (or random) text
 //! embeddings to latents (no text encoder or VAE), dense or with a sparse plan, for
 //! Wan2.1, HunyuanVideo and CogVideoX1.5, each with its own pipeline's scheduler and
-//! guidance.
+//! guidance (`vdit_pipelines::AnyDenoiser::generate_latents`; this file checks the
+//! arguments, reads the files, shows progress and writes the latents).
 //!
 //! Inputs (safetensors, diffusers' pipeline argument names):
 //! - Wan2.1: `prompt_embeds` `[B, L, 4096]` and, for `--guidance` > 1,
@@ -24,23 +25,19 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::TensorData;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_distr::{Distribution, StandardNormal};
-use vdit_cogvideox::CogVideoXTransformer3DModel;
-use vdit_cogvideox::pipeline::{Guidance, LatentFrames};
-use vdit_hunyuan::{GenerateConfig, HunyuanVideoTransformer3DModel, PromptEmbeds, TextMask};
+use vdit_hunyuan::TextMask;
 use vdit_models::ModelBackend;
 use vdit_models::ModelClass;
 use vdit_models::io::TensorMap;
-use vdit_models::samplers::{CogVideoXDdim, CogVideoXDpm, FlowMatchEuler, Sampler, UniPcFlow, cfg};
-use vdit_wan::WanTransformer3DModel;
+use vdit_pipelines::{LatentOutput, LatentRequest, SamplerChoice};
 
 use super::forward::{
-    Denoiser, ModelArgs, ModelConfig, class_defaults, default_valid_text, parse_latent,
-    with_backend,
+    ModelArgs, ModelConfig, class_defaults, default_valid_text, load_denoiser, parse_latent,
+    resolve_config, with_backend,
 };
 
 /// Which scheduler runs the loop.
@@ -198,18 +195,11 @@ impl Args {
             return parse_latent(s);
         }
         let [df, dh, dw] = class_defaults(class).video;
-        let (frames, height, width) = (
+        Ok(vdit_pipelines::latent_size(
             self.frames.unwrap_or(df),
             self.height.unwrap_or(dh),
             self.width.unwrap_or(dw),
-        );
-        if frames == 0 || !(frames - 1).is_multiple_of(4) {
-            bail!("--frames must be 4k+1 (got {frames})");
-        }
-        if !height.is_multiple_of(8) || !width.is_multiple_of(8) || height == 0 || width == 0 {
-            bail!("--height and --width must be positive multiples of 8 (got {height}x{width})");
-        }
-        Ok([(frames - 1) / 4 + 1, height / 8, width / 8])
+        )?)
     }
 }
 
@@ -288,7 +278,7 @@ impl Settings {
         let latent = args.latent_size(class)?;
         // Patch divisibility (the text length does not matter for it).
         let padded = match class {
-            ModelClass::CogVideoX => cog_frames(config, latent[0])?.padded,
+            ModelClass::CogVideoX => vdit_pipelines::cog_frames(config, latent[0])?.padded,
             _ => latent[0],
         };
         config.layout([padded, latent[1], latent[2]], 1)?;
@@ -311,18 +301,58 @@ impl Settings {
     }
 }
 
-/// CogVideoX latent frames: `latent` rounded up to the temporal patch.
-fn cog_frames(config: &ModelConfig, latent: usize) -> Result<LatentFrames> {
-    let ModelConfig::CogVideoX(c) = config else {
-        bail!("not a CogVideoX config");
-    };
-    let pt = c.patch_size_t;
-    let additional = (pt - latent % pt) % pt;
-    Ok(LatentFrames {
-        latent,
-        padded: latent + additional,
-        additional,
-    })
+impl Settings {
+    /// The Wan loop's settings of this run.
+    pub(crate) fn wan_config(&self, steps: usize) -> vdit_wan::pipeline::WanGenerateConfig {
+        vdit_wan::pipeline::WanGenerateConfig {
+            steps,
+            shift: self.shift.unwrap_or(3.0),
+            guidance_scale: self.guidance,
+            sampler: match self.sampler {
+                SamplerKind::Euler => vdit_wan::pipeline::WanSampler::Euler,
+                _ => vdit_wan::pipeline::WanSampler::UniPc,
+            },
+        }
+    }
+
+    /// The latent size `[F, H, W]` (CogVideoX: before padding).
+    pub(crate) fn latent(&self) -> [usize; 3] {
+        self.latent
+    }
+
+    /// The library request of this run, with `--initial-latents` and `--sampler-noise`
+    /// read.
+    fn latent_request(&self, args: &Args) -> Result<LatentRequest> {
+        let read = |p: &std::path::Path| {
+            TensorMap::read(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let initial_latents = match &args.initial_latents {
+            Some(p) => Some(
+                read(p)?
+                    .get("latents")
+                    .cloned()
+                    .with_context(|| format!("{}: no tensor `latents`", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(LatentRequest {
+            latent: self.latent,
+            steps: args.steps,
+            sampler: match self.sampler {
+                SamplerKind::Unipc => SamplerChoice::UniPc,
+                SamplerKind::Euler => SamplerChoice::Euler,
+                SamplerKind::Dpm => SamplerChoice::Dpm,
+                SamplerKind::Ddim => SamplerChoice::Ddim,
+            },
+            guidance: self.guidance,
+            shift: self.shift,
+            true_cfg: self.true_cfg,
+            dynamic_cfg: self.dynamic_cfg,
+            seed: args.seed,
+            initial_latents,
+            sampler_noise: args.sampler_noise.as_deref().map(read).transpose()?,
+        })
+    }
 }
 
 /// Runs the command.
@@ -334,14 +364,6 @@ pub fn run(args: Args) -> Result<()> {
         &args, &device
     )
     .map(|_| ()))
-}
-
-/// Standard normal host values (the same on every backend).
-fn host_normal(rng: &mut StdRng, shape: &[usize]) -> TensorData {
-    let v: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| StandardNormal.sample(rng))
-        .collect();
-    TensorData::new(v, shape.to_vec())
 }
 
 /// Random embeddings under the pipeline's names, for `--random-embeddings`.
@@ -364,7 +386,7 @@ fn random_embeddings(args: &Args, config: &ModelConfig, s: &Settings) -> Result<
         }
         map.insert(
             format!("{prefix}prompt_embeds"),
-            host_normal(&mut rng, &[1, len, d]),
+            vdit_pipelines::normal_from(&mut rng, &[1, len, d]),
         );
         if let ModelConfig::Hunyuan(c) = config {
             let valid = args.valid_text.unwrap_or_else(|| default_valid_text(len));
@@ -379,37 +401,11 @@ fn random_embeddings(args: &Args, config: &ModelConfig, s: &Settings) -> Result<
             );
             map.insert(
                 format!("{prefix}pooled_prompt_embeds"),
-                host_normal(&mut rng, &[1, c.pooled_dim]),
+                vdit_pipelines::normal_from(&mut rng, &[1, c.pooled_dim]),
             );
         }
     }
     Ok(map)
-}
-
-/// Initial latents of `shape`: from `--initial-latents` or seeded host noise (f32).
-fn initial_latents<B: ModelBackend>(
-    args: &Args,
-    shape: [usize; 5],
-    device: &B::Device,
-) -> Result<Tensor<B, 5>> {
-    match &args.initial_latents {
-        Some(path) => {
-            let map =
-                TensorMap::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let t: Tensor<B, 5> = map.float("latents", DType::F32, device)?;
-            if t.dims() != shape {
-                bail!("initial latents are {:?}, expected {shape:?}", t.dims());
-            }
-            Ok(t)
-        }
-        None => {
-            let mut rng = StdRng::seed_from_u64(args.seed);
-            Ok(Tensor::from_data(
-                host_normal(&mut rng, &shape),
-                (device, DType::F32),
-            ))
-        }
-    }
 }
 
 fn progress(quiet: bool, steps: usize) -> ProgressBar {
@@ -430,7 +426,7 @@ fn progress(quiet: bool, steps: usize) -> ProgressBar {
 /// The denoising loop on backend `B`; returns the latents file written.
 pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<TensorMap> {
     args.check_paths()?;
-    let config = ModelConfig::resolve(&args.model)?;
+    let config = resolve_config(&args.model)?;
     let settings = Settings::new(args, &config)?;
     let plan = args.model.plan()?;
     if let Some(p) = &plan {
@@ -450,15 +446,15 @@ pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tens
         Some(p) => TensorMap::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => random_embeddings(args, &config, &settings)?,
     };
-    let model = Denoiser::<B>::load(&args.model, device)?;
+    let model = load_denoiser::<B>(&args.model, device)?;
+    let request = settings.latent_request(args)?;
     let start = Instant::now();
-    let (mut out, forwards) = match &model {
-        Denoiser::Wan(m) => generate_wan(m, args, &settings, &emb, plan.as_ref(), device)?,
-        Denoiser::Hunyuan(m) => generate_hunyuan(m, args, &settings, &emb, plan.as_ref(), device)?,
-        Denoiser::CogVideoX(m) => {
-            generate_cogvideox(m, args, &settings, &emb, plan.as_ref(), device)?
-        }
-    };
+    let bar = progress(args.quiet, args.steps);
+    let LatentOutput {
+        latents: mut out,
+        forwards,
+    } = model.generate_latents(&emb, &request, plan.as_ref(), device, |_| bar.inc(1))?;
+    bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
     eprintln!(
         "{} steps in {elapsed:.2}s ({:.3}s/step, {forwards} per step)",
@@ -494,219 +490,4 @@ pub fn generate<B: ModelBackend>(args: &Args, device: &B::Device) -> Result<Tens
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote {}", args.out.display());
     Ok(out)
-}
-
-/// Wan2.1: two separate forwards per step with CFG (diffusers' `WanPipeline`).
-pub(crate) fn generate_wan<B: ModelBackend>(
-    model: &WanTransformer3DModel<B>,
-    args: &Args,
-    s: &Settings,
-    emb: &TensorMap,
-    plan: Option<&vdit_patterns::Plan>,
-    device: &B::Device,
-) -> Result<(TensorMap, &'static str)> {
-    let [f, h, w] = s.latent;
-    let dtype = model.dtype;
-    let prompt: Tensor<B, 3> = emb.float("prompt_embeds", dtype, device)?;
-    let use_cfg = s.guidance > 1.0;
-    let negative: Option<Tensor<B, 3>> = if use_cfg {
-        let n: Tensor<B, 3> = emb.float("negative_prompt_embeds", dtype, device).context(
-            "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the negative prompt, \
-             \"\" by default); pass them or use --guidance 1",
-        )?;
-        if n.dims()[0] != prompt.dims()[0] {
-            bail!(
-                "negative_prompt_embeds batch {} != prompt_embeds batch {}",
-                n.dims()[0],
-                prompt.dims()[0]
-            );
-        }
-        Some(n)
-    } else {
-        None
-    };
-    let batch = prompt.dims()[0];
-    let ctx = model.attention_context(f, h, w, plan)?;
-    let shift = s.shift.unwrap_or(3.0);
-    let mut sampler: Box<dyn Sampler<B>> = match s.sampler {
-        SamplerKind::Unipc => Box::new(UniPcFlow::<B>::new(args.steps, shift)?),
-        _ => Box::new(FlowMatchEuler::new(args.steps, shift)?),
-    };
-    let timesteps = sampler.timesteps().to_vec();
-    let shape = [batch, model.config.in_channels, f, h, w];
-    let mut latents = initial_latents::<B>(args, shape, device)?;
-    if args.initial_latents.is_none() {
-        latents = latents * sampler.init_noise_sigma();
-    }
-    let bar = progress(args.quiet, timesteps.len());
-    for (i, &t) in timesteps.iter().enumerate() {
-        bar.set_message(format!("t={t:.1}"));
-        let step_ctx = ctx.at_step(i);
-        let input = latents.clone().cast(dtype);
-        let tt = Tensor::<B, 1>::from_data(
-            TensorData::new(vec![t; batch], [batch]),
-            (device, DType::F32),
-        );
-        let cond = model.forward(input.clone(), tt.clone(), prompt.clone(), &step_ctx)?;
-        let pred = match &negative {
-            Some(neg) => {
-                let uncond = model.forward(input, tt, neg.clone(), &step_ctx)?;
-                cfg(uncond, cond, s.guidance)
-            }
-            None => cond,
-        };
-        latents = sampler.step(pred, i, latents)?;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let mut out = TensorMap::default();
-    out.insert("latents", latents.cast(DType::F32).into_data());
-    out.metadata.insert("layout".into(), "BCFHW".into());
-    Ok((out, if use_cfg { "2 forwards" } else { "1 forward" }))
-}
-
-/// HunyuanVideo: `vdit_hunyuan::denoise` (flow Euler with the pipeline's sigmas,
-/// embedded guidance, optional true CFG).
-fn generate_hunyuan<B: ModelBackend>(
-    model: &HunyuanVideoTransformer3DModel<B>,
-    args: &Args,
-    s: &Settings,
-    emb: &TensorMap,
-    plan: Option<&vdit_patterns::Plan>,
-    device: &B::Device,
-) -> Result<(TensorMap, &'static str)> {
-    let [f, h, w] = s.latent;
-    let dtype = model.dtype;
-    let prompt = PromptEmbeds::<B>::from_tensor_map(emb, false, dtype, device)?
-        .context("no prompt_embeds")?;
-    let use_true_cfg = s.true_cfg > 1.0;
-    let negative = if use_true_cfg {
-        Some(
-            PromptEmbeds::<B>::from_tensor_map(emb, true, dtype, device)?.context(
-                "--true-cfg > 1 needs `negative_prompt_embeds`, `negative_pooled_prompt_embeds` \
-                 (and optionally `negative_prompt_attention_mask`)",
-            )?,
-        )
-    } else {
-        None
-    };
-    let [batch, text_len, _] = prompt.prompt_embeds.dims();
-    ModelConfig::Hunyuan(model.config.clone()).layout([f, h, w], text_len)?;
-    let ctx = model.attention_context(f, h, w, text_len, plan)?;
-    let latents = initial_latents::<B>(args, [batch, model.config.in_channels, f, h, w], device)?;
-    let config = GenerateConfig {
-        steps: args.steps,
-        shift: s.shift.unwrap_or(7.0),
-        guidance_scale: s.guidance,
-        true_cfg_scale: s.true_cfg,
-    };
-    let bar = progress(args.quiet, args.steps);
-    let latents = vdit_hunyuan::denoise(
-        model,
-        latents,
-        &prompt,
-        negative.as_ref(),
-        &config,
-        &ctx,
-        |_, _| bar.inc(1),
-    )?;
-    bar.finish_and_clear();
-    let mut out = TensorMap::default();
-    out.insert("latents", latents.cast(DType::F32).into_data());
-    out.metadata.insert("layout".into(), "BCFHW".into());
-    out.metadata
-        .insert("true_cfg".into(), s.true_cfg.to_string());
-    out.metadata.insert(
-        "guidance_kind".into(),
-        "embedded (model input guidance x 1000)".into(),
-    );
-    Ok((
-        out,
-        if use_true_cfg {
-            "2 forwards"
-        } else {
-            "1 forward"
-        },
-    ))
-}
-
-/// CogVideoX1.5: `vdit_cogvideox::pipeline::denoise` (batched CFG, static or dynamic;
-/// DPM or DDIM), odd latent frame counts padded at the front.
-fn generate_cogvideox<B: ModelBackend>(
-    model: &CogVideoXTransformer3DModel<B>,
-    args: &Args,
-    s: &Settings,
-    emb: &TensorMap,
-    plan: Option<&vdit_patterns::Plan>,
-    device: &B::Device,
-) -> Result<(TensorMap, &'static str)> {
-    let [f, h, w] = s.latent;
-    let config = ModelConfig::CogVideoX(model.config.clone());
-    let frames = cog_frames(&config, f)?;
-    let dtype = model.dtype;
-    let prompt: Tensor<B, 3> = emb.float("prompt_embeds", dtype, device)?;
-    let guidance = Guidance {
-        scale: s.guidance,
-        dynamic: s.dynamic_cfg,
-    };
-    let negative: Option<Tensor<B, 3>> = if guidance.enabled() {
-        Some(emb.float("negative_prompt_embeds", dtype, device).context(
-            "guidance > 1 needs `negative_prompt_embeds` (diffusers encodes the negative \
-                     prompt, \"\" by default); pass them or use --guidance 1",
-        )?)
-    } else {
-        None
-    };
-    let [batch, text_len, _] = prompt.dims();
-    let ctx = model.attention_context(frames.padded, h, w, text_len, plan)?;
-    let mut sampler: Box<dyn Sampler<B>> = match s.sampler {
-        SamplerKind::Ddim => Box::new(CogVideoXDdim::new(args.steps)?),
-        _ => {
-            let mut dpm = CogVideoXDpm::<B>::new(args.steps)?;
-            if let Some(path) = &args.sampler_noise {
-                let map =
-                    TensorMap::read(path).with_context(|| format!("reading {}", path.display()))?;
-                for i in 0..args.steps {
-                    dpm.push_noise(map.float(&format!("noise.{i}"), DType::F32, device)?);
-                }
-            }
-            Box::new(dpm)
-        }
-    };
-    let shape = [batch, frames.padded, model.config.in_channels, h, w];
-    let latents = initial_latents::<B>(args, shape, device)?;
-    // The DPM sampler draws its per-step noise from the backend RNG.
-    B::seed(device, args.seed ^ 0xd9a5_d9a5);
-    let bar = progress(args.quiet, args.steps);
-    let latents = vdit_cogvideox::pipeline::denoise(
-        model,
-        sampler.as_mut(),
-        latents,
-        prompt,
-        negative,
-        guidance,
-        &ctx,
-        &mut |_, _| bar.inc(1),
-    )?;
-    bar.finish_and_clear();
-    let latents = latents.cast(DType::F32);
-    let mut out = TensorMap::default();
-    out.insert("latents", frames.drop_padding(latents.clone())?.into_data());
-    if frames.additional > 0 {
-        out.insert("latents_padded", latents.into_data());
-    }
-    for (k, v) in [
-        ("layout", "BFCHW".to_owned()),
-        ("dynamic_cfg", s.dynamic_cfg.to_string()),
-        ("latent_frames", frames.latent.to_string()),
-        ("padded_latent_frames", frames.padded.to_string()),
-    ] {
-        out.metadata.insert(k.into(), v);
-    }
-    let forwards = if guidance.enabled() {
-        "1 forward (batched cond + uncond)"
-    } else {
-        "1 forward"
-    };
-    Ok((out, forwards))
 }

@@ -5,6 +5,7 @@ pub mod checks;
 pub mod fixtures;
 pub mod forward;
 pub mod generate;
+pub mod quality;
 pub mod search;
 pub mod t2v_generate;
 pub mod t2v_parts;

@@ -530,179 +530,19 @@ fn parse_layout(
     Ok(vdit_patterns::VideoLayout::new(t, h, w)?.with_text(like.text, like.text_position)?)
 }
 
-/// A denoiser run for the search: the model's sampler from seeded noise, the
-/// conditional branch only (no CFG), attention through the plan and the search's hook.
-/// Built on the search's worker thread (see `vdit_search::ModelRunner`).
-struct DenoiserRunner<B: vdit_models::ModelBackend> {
-    model: super::forward::Denoiser<B>,
-    inputs: super::forward::StepInputs<B>,
-    latent: [usize; 3],
-    text_len: usize,
-    schedule_steps: usize,
-    flow_shift: f64,
-    device: B::Device,
-}
-
-impl<B: vdit_models::ModelBackend> DenoiserRunner<B> {
-    /// The initial latents (the sample's noise).
-    fn latents(&self) -> burn::tensor::Tensor<B, 5> {
-        use super::forward::StepInputs;
-        match &self.inputs {
-            StepInputs::Wan { latents, .. } | StepInputs::CogVideoX { latents, .. } => {
-                latents.clone()
-            }
-            StepInputs::Hunyuan(h) => h.hidden_states.clone(),
-        }
-    }
-
-    /// The sample's inputs with latents `x` at timestep `t`.
-    fn at(
-        &self,
-        x: burn::tensor::Tensor<B, 5>,
-        t: burn::tensor::Tensor<B, 1>,
-    ) -> super::forward::StepInputs<B> {
-        use super::forward::StepInputs;
-        match &self.inputs {
-            StepInputs::Wan { text, .. } => StepInputs::Wan {
-                latents: x,
-                timestep: t,
-                text: text.clone(),
-            },
-            StepInputs::CogVideoX { text, .. } => StepInputs::CogVideoX {
-                latents: x,
-                timestep: t,
-                text: text.clone(),
-            },
-            StepInputs::Hunyuan(h) => {
-                let mut h = h.clone();
-                h.hidden_states = x;
-                h.timestep = t;
-                StepInputs::Hunyuan(h)
-            }
-        }
-    }
-}
-
-impl<B: vdit_models::ModelBackend> vdit_search::ModelRunner for DenoiserRunner<B> {
-    fn run_to(
-        &mut self,
-        _sample: usize,
-        step: usize,
-        plan: &vdit_patterns::Plan,
-        hook: std::sync::Arc<dyn vdit_attention::CaptureHook>,
-    ) -> Result<(), vdit_search::SearchError> {
-        use vdit_models::samplers::{CogVideoXDdim, FlowMatchEuler, Sampler};
-        let err = |e: anyhow::Error| vdit_search::SearchError::Source(format!("{e:#}"));
-        let merr = |e: vdit_models::ModelError| vdit_search::SearchError::Source(e.to_string());
-        let ctx = self
-            .model
-            .attention_context(self.latent, self.text_len, Some(plan))
-            .map_err(err)?
-            .with_capture(hook);
-        let mut sampler: Box<dyn Sampler<B>> = match self.model.class() {
-            vdit_models::ModelClass::CogVideoX => {
-                Box::new(CogVideoXDdim::new(self.schedule_steps).map_err(merr)?)
-            }
-            _ => Box::new(FlowMatchEuler::new(self.schedule_steps, self.flow_shift).map_err(merr)?),
-        };
-        let mut x = self.latents();
-        for i in 0..=step {
-            let t =
-                burn::tensor::Tensor::<B, 1>::from_floats([sampler.timesteps()[i]], &self.device);
-            let v = self
-                .model
-                .step(&self.at(x.clone(), t), &ctx.at_step(i))
-                .map_err(err)?;
-            if i < step {
-                x = sampler.step(v, i, x).map_err(merr)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Candidate evaluation on a Burn backend (the GPU kernels), in the model's dtype.
-///
-/// A layer's candidates are evaluated slot after slot on the same q/k/v: the last upload
-/// is kept on the device and reused while the host buffers are the same
-/// ([`vdit_search::LayerQkv::fingerprint`]).
-struct BurnLayerRunner<B: vdit_attention::SparseAttentionBackend> {
-    device: B::Device,
-    dtype: burn::tensor::DType,
-    uploaded: std::sync::Mutex<Option<(Vec<u64>, UploadedQkv<B>)>>,
-}
-
-type UploadedQkv<B> = [burn::tensor::Tensor<B, 4>; 3];
-
-impl<B: vdit_attention::SparseAttentionBackend> BurnLayerRunner<B> {
-    fn new(device: B::Device, dtype: burn::tensor::DType) -> Self {
-        BurnLayerRunner {
-            device,
-            dtype,
-            uploaded: std::sync::Mutex::new(None),
-        }
-    }
-
-    fn upload(&self, qkv: &vdit_search::LayerQkv) -> UploadedQkv<B> {
-        use burn::tensor::{Tensor, TensorData};
-        let key = qkv.fingerprint();
-        let mut slot = self.uploaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((k, t)) = slot.as_ref()
-            && *k == key
-        {
-            return t.clone();
-        }
-        *slot = None; // free the previous layer's upload first
-        let shape = [1, qkv.heads, qkv.tokens, qkv.head_dim];
-        let t = |x: &[f32]| {
-            Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), shape), &self.device)
-                .cast(self.dtype)
-        };
-        let tensors = [t(&qkv.q), t(&qkv.k), t(&qkv.v)];
-        *slot = Some((key, tensors.clone()));
-        tensors
-    }
-}
-
-impl<B: vdit_attention::SparseAttentionBackend> vdit_search::eval::LayerRunner
-    for BurnLayerRunner<B>
-where
-    B::Device: Send + Sync,
-{
-    fn run(
-        &self,
-        qkv: &vdit_search::LayerQkv,
-        layer: &vdit_patterns::CompiledLayer,
-    ) -> Result<Vec<f32>, vdit_search::SearchError> {
-        let [q, k, v] = self.upload(qkv);
-        let prepared = vdit_attention::PreparedLayer::from_compiled(layer.clone());
-        let err =
-            |e: String| vdit_search::SearchError::Source(format!("GPU candidate evaluation: {e}"));
-        let out = B::sparse_attention(q, k, v, &prepared, &Default::default())
-            .map_err(|e| err(e.to_string()))?;
-        out.output
-            .cast(burn::tensor::DType::F32)
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .map_err(|e| err(format!("{e:?}")))
-    }
-
-    fn name(&self) -> String {
-        format!("{} {:?}", B::name(&self.device), self.dtype)
-    }
-}
-
 /// `cargo xtask search --model-dir DIR | --preset P`: greedy search through the model.
 fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> anyhow::Result<()> {
-    if args.model.backend != super::forward::BackendKind::Cpu {
-        // Evaluate candidates with the GPU kernels too (same block tables as the CPU path).
-        let dtype = vdit_models::parse_dtype(&args.model.dtype)?;
-        vdit_search::eval::set_layer_runner(Box::new(BurnLayerRunner::<B>::new(
-            device.clone(),
-            dtype,
-        )));
-    }
+    // Evaluate candidates with the GPU kernels too (same block tables as the CPU path),
+    // on each sample's worker thread.
+    let layer_runner: Option<std::sync::Arc<dyn vdit_search::eval::LayerRunner>> =
+        if args.model.backend != super::forward::BackendKind::Cpu {
+            let dtype = vdit_models::parse_dtype(&args.model.dtype)?;
+            Some(std::sync::Arc::new(
+                vdit_search::eval::BurnLayerRunner::<B>::new(device.clone(), dtype),
+            ))
+        } else {
+            None
+        };
     let model_args = super::forward::ModelArgs {
         model_dir: args.model.model_dir.clone(),
         preset: args.model.preset.clone(),
@@ -714,7 +554,7 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
     };
     super::checks::check_steps("--schedule-steps", args.model.schedule_steps)?;
     super::checks::check_repeats("--measure-repeats", args.model.measure_repeats)?;
-    let config = super::forward::ModelConfig::resolve(&model_args)?;
+    let config = super::forward::resolve_config(&model_args)?;
     let class = config.class();
     let latent = super::forward::parse_latent(
         args.model
@@ -830,10 +670,10 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
     // sample's device work (CubeCL streams and memory pools are per thread).
     let seeds = args.model.seeds.clone();
     let worker_device = device.clone();
-    let make = move |sample: usize| -> Result<DenoiserRunner<B>, vdit_search::SearchError> {
+    let make = move |sample: usize| -> Result<vdit_pipelines::DenoiserRunner<B>, vdit_search::SearchError> {
         let err = |e: anyhow::Error| vdit_search::SearchError::Source(format!("{e:#}"));
         let device = worker_device.clone();
-        let model = super::forward::Denoiser::<B>::load(&model_args, &device).map_err(err)?;
+        let model = super::forward::load_denoiser::<B>(&model_args, &device).map_err(err)?;
         let mut inputs = model
             .random_inputs(
                 &super::forward::RandomInputs {
@@ -846,7 +686,7 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
                 },
                 &device,
             )
-            .map_err(err)?;
+            .map_err(|e| err(e.into()))?;
         if let Some(t) = &text_file {
             let given = t
                 .float("encoder_hidden_states", model.dtype(), &device)
@@ -857,7 +697,7 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
                 super::forward::StepInputs::Hunyuan(_) => unreachable!("refused above"),
             }
         }
-        Ok(DenoiserRunner {
+        Ok(vdit_pipelines::DenoiserRunner {
             model,
             inputs,
             latent,
@@ -869,6 +709,9 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
     };
     let measure_device = device;
     let mut source = vdit_search::ModelSource::new(info, make);
+    if let Some(runner) = layer_runner {
+        source = source.with_layer_runner(runner);
+    }
     let opts = SearchOptions {
         lambda: args.lambda,
         epsilon: args.epsilon,
