@@ -34,9 +34,9 @@ mod fused;
 mod linear;
 
 pub use fused::{
-    FusedBackend, LayerNormParams, ModMath, Modulate, QkNorm, Rope, burn_gated_residual,
-    burn_layer_norm_modulated, burn_qk_norm_rope,
+    FusedBackend, LayerNormParams, ModMath, Modulate, QkNorm, Rope, apply_interleaved,
+    burn_gated_residual, burn_layer_norm_modulated, burn_qk_norm_rope,
 };
 #[cfg(feature = "cube")]
-pub use fused::{apply_interleaved, fused_launch_count};
+pub use fused::fused_launch_count;
 pub use linear::{Epilogue, LinearBackend, LinearEngine, burn_linear, last_linear_engine};
