@@ -33,10 +33,10 @@ pub mod cublaslt;
 mod fused;
 mod linear;
 
+#[cfg(feature = "cube")]
+pub use fused::fused_launch_count;
 pub use fused::{
     FusedBackend, LayerNormParams, ModMath, Modulate, QkNorm, Rope, apply_interleaved,
     burn_gated_residual, burn_layer_norm_modulated, burn_qk_norm_rope,
 };
-#[cfg(feature = "cube")]
-pub use fused::fused_launch_count;
 pub use linear::{Epilogue, LinearBackend, LinearEngine, burn_linear, last_linear_engine};
