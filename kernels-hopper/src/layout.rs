@@ -48,7 +48,7 @@ pub const MNMAJOR_K_STEP: u32 = CORE_MATRIX_BYTES;
 /// Byte offset between consecutive 8-column (N) groups of the MN-major layout.
 pub const MNMAJOR_N_STEP: u32 = 2 * CORE_MATRIX_BYTES;
 /// Which of the two MN-major offsets goes in the descriptor's LBO field; the other goes in
-/// SBO. Pinned by the GPU probe `mn_major_descriptor_convention`.
+/// SBO. Pinned by the GPU test `descriptor_offset_conventions`.
 pub const MNMAJOR_LBO: u32 = MNMAJOR_K_STEP;
 /// See [`MNMAJOR_LBO`].
 pub const MNMAJOR_SBO: u32 = MNMAJOR_N_STEP;

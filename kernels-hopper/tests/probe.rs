@@ -5,7 +5,7 @@
 use cubecl::prelude::*;
 use half::bf16;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use vdit_kernels_hopper::probe::{ex2_kernel, wgmma_gemm_kernel, wgmma_gemm_mn_kernel};
+use vdit_kernels_hopper::probe::{ex2_kernel, wgmma_gemm_kernel};
 
 fn client() -> cubecl::client::Client {
     cubecl::Device::Cuda(Default::default()).client()
@@ -47,7 +47,8 @@ fn ex2_approx_matches_exp2() {
     assert!(worst < 1e-6, "ex2.approx off by {worst}");
 }
 
-fn gemm(swap: bool, k: u32) -> (f64, f64) {
+/// `a[64, k] * B` on the GPU against f64: `B = b[64, k]^T` or (`mn_major`) `b[k, 64]`.
+fn gemm(k: u32, mn_major: bool, swap: bool) -> f64 {
     let client = client();
     let mut rng = StdRng::seed_from_u64(7);
     let n = (64 * k) as usize;
@@ -68,71 +69,23 @@ fn gemm(swap: bool, k: u32) -> (f64, f64) {
         unsafe { BufferArg::from_raw_parts(hb, n) },
         unsafe { BufferArg::from_raw_parts(hout.clone(), 64 * 64) },
         k,
+        mn_major,
         swap,
     );
     let got = f32s(&client, hout);
+    let k = k as usize;
     let (mut err, mut norm) = (0f64, 0f64);
     for i in 0..64 {
         for j in 0..64 {
-            let want: f64 = (0..k as usize)
-                .map(|c| a[i * k as usize + c].to_f64() * b[j * k as usize + c].to_f64())
-                .sum();
-            err += (got[i * 64 + j] as f64 - want).powi(2);
-            norm += want * want;
-        }
-    }
-    ((err / norm).sqrt(), norm)
-}
-
-#[test]
-fn wgmma_gemm_matches_f64_reference() {
-    for k in [16, 64, 128] {
-        let (rel, _) = gemm(false, k);
-        println!("wgmma m64n64 k={k}: rel L2 {rel:.3e}");
-        // bf16 inputs are exact in f32 products; only f32 accumulation order differs.
-        assert!(rel < 1e-5, "k={k}: rel L2 {rel}");
-    }
-}
-
-#[test]
-fn swapped_descriptor_offsets_give_a_wrong_product() {
-    // Guards the layout convention: if LBO/SBO were interchangeable the test above would not
-    // pin them down. With them swapped the product must be far off (k > 16 so both matter).
-    let (rel, _) = gemm(true, 64);
-    println!("wgmma with LBO/SBO swapped: rel L2 {rel:.3e}");
-    assert!(rel > 1e-2, "swapped offsets still gave rel L2 {rel}");
-}
-
-/// `a[64, k] * b[k, 64]` with b MN-major and the transpose flag; returns rel L2 vs f64.
-fn gemm_mn(swap: bool, k: u32) -> f64 {
-    let client = client();
-    let mut rng = StdRng::seed_from_u64(11);
-    let n = (64 * k) as usize;
-    let a: Vec<bf16> = (0..n)
-        .map(|_| bf16::from_f32(rng.random_range(-1.0..1.0)))
-        .collect();
-    let b: Vec<bf16> = (0..n)
-        .map(|_| bf16::from_f32(rng.random_range(-1.0..1.0)))
-        .collect();
-    let ha = client.create_from_slice(&bf16_bytes(&a));
-    let hb = client.create_from_slice(&bf16_bytes(&b));
-    let hout = client.empty(64 * 64 * 4);
-    wgmma_gemm_mn_kernel::launch(
-        &client,
-        CubeCount::Static(1, 1, 1),
-        CubeDim::new_1d(128),
-        unsafe { BufferArg::from_raw_parts(ha, n) },
-        unsafe { BufferArg::from_raw_parts(hb, n) },
-        unsafe { BufferArg::from_raw_parts(hout.clone(), 64 * 64) },
-        k,
-        swap,
-    );
-    let got = f32s(&client, hout);
-    let (mut err, mut norm) = (0f64, 0f64);
-    for i in 0..64 {
-        for j in 0..64 {
-            let want: f64 = (0..k as usize)
-                .map(|c| a[i * k as usize + c].to_f64() * b[c * 64 + j].to_f64())
+            let want: f64 = (0..k)
+                .map(|c| {
+                    let bv = if mn_major {
+                        b[c * 64 + j]
+                    } else {
+                        b[j * k + c]
+                    };
+                    a[i * k + c].to_f64() * bv.to_f64()
+                })
                 .sum();
             err += (got[i * 64 + j] as f64 - want).powi(2);
             norm += want * want;
@@ -142,14 +95,26 @@ fn gemm_mn(swap: bool, k: u32) -> f64 {
 }
 
 #[test]
-fn mn_major_descriptor_convention() {
-    let ours = gemm_mn(false, 64);
-    let swapped = gemm_mn(true, 64);
-    println!(
-        "MN-major B: rel L2 {ours:.3e} with (LBO, SBO) as in layout.rs, {swapped:.3e} swapped"
-    );
-    assert!(
-        ours < 1e-5 && swapped > 1e-2,
-        "layout.rs MNMAJOR_LBO/SBO: ours {ours}, swapped {swapped}"
-    );
+fn wgmma_gemm_matches_f64_reference() {
+    for k in [16, 64, 128] {
+        let rel = gemm(k, false, false);
+        println!("wgmma m64n64 k={k}: rel L2 {rel:.3e}");
+        // bf16 inputs are exact in f32 products; only f32 accumulation order differs.
+        assert!(rel < 1e-5, "k={k}: rel L2 {rel}");
+    }
+}
+
+#[test]
+fn descriptor_offset_conventions() {
+    // With LBO and SBO swapped the product must be far off (k > 16 so both matter): this
+    // pins layout.rs's K-major and MN-major conventions down.
+    for mn_major in [false, true] {
+        let ours = gemm(64, mn_major, false);
+        let swapped = gemm(64, mn_major, true);
+        println!("B MN-major {mn_major}: rel L2 {ours:.3e} as in layout.rs, {swapped:.3e} swapped");
+        assert!(
+            ours < 1e-5 && swapped > 1e-2,
+            "mn_major {mn_major}: ours {ours}, swapped {swapped}"
+        );
+    }
 }
