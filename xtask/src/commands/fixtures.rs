@@ -17,6 +17,9 @@ pub enum FixtureModel {
     Hunyuan,
     /// CogVideoX1.5 (`tools/fixtures_cogvideox.py`).
     Cogvideox,
+    /// Wan2.1 text to video: UMT5 encoder, VAE decoder, tokenizer, the tiny WanPipeline
+    /// (`tools/fixtures_wan_t2v.py`; also needs transformers).
+    WanT2v,
     /// Every script that exists.
     All,
 }
@@ -76,7 +79,8 @@ pub fn run(args: Args) -> Result<()> {
         FixtureModel::Wan => &["wan"],
         FixtureModel::Hunyuan => &["hunyuan"],
         FixtureModel::Cogvideox => &["cogvideox"],
-        FixtureModel::All => &["wan", "hunyuan", "cogvideox"],
+        FixtureModel::WanT2v => &["wan_t2v"],
+        FixtureModel::All => &["wan", "hunyuan", "cogvideox", "wan_t2v"],
     };
     let root = project_root();
     let mut ran = 0;
