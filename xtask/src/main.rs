@@ -10,6 +10,11 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
 struct Cli {
+    /// More diagnostics on stderr: `-v` progress notes, `-vv` per-layer phase times of a
+    /// search and other debug detail. Warnings (e.g. a GPU library that could not be
+    /// loaded, and its fallback) are always shown.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,6 +41,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_diagnostics(cli.verbose);
     let result = match cli.command {
         Command::Search(a) => commands::search::run(a),
         Command::Bench(a) => commands::bench::run(a),
@@ -51,6 +57,36 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Sends the libraries' `tracing` events to stderr: warnings always, info with `-v`, debug
+/// with `-vv` (our crates only; dependencies stay at warnings).
+fn init_diagnostics(verbose: u8) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let ours = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        _ => LevelFilter::DEBUG,
+    };
+    let mut filter = Targets::new().with_default(LevelFilter::WARN);
+    for target in [
+        "vdit_search",
+        "vdit_ops",
+        "vdit_attention",
+        "vdit_models",
+        "vdit_pipelines",
+    ] {
+        filter = filter.with_target(target, ours);
+    }
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .without_time();
+    // A second call (tests in one process) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init();
 }
 
 /// The error and its causes joined by `: `, leaving out a cause whose message the

@@ -251,3 +251,40 @@ fn model_driven_search_runs_hunyuan_and_cogvideox() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("HunyuanVideo"));
 }
+
+#[test]
+fn phase_times_are_printed_and_traced_per_layer_with_vv() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = small_capture(dir.path());
+    let plan = dir.path().join("p.ron");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--captures",
+            capture.to_str().unwrap(),
+            "--out",
+            plan.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        let out = xtask(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (stdout, stderr) = run(&[]);
+    assert!(stdout.contains("search time by phase: q/k/v "), "{stdout}");
+    assert!(!stderr.contains("vdit_search::phases"), "{stderr}");
+    let (_, stderr) = run(&["-vv"]);
+    assert!(
+        stderr.contains("vdit_search::phases")
+            && stderr.contains("layer 0")
+            && stderr.contains("errors: layer runs"),
+        "{stderr}"
+    );
+}

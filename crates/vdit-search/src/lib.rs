@@ -71,8 +71,8 @@ pub use model::{ModelRunner, ModelSource};
 pub use planted::{Mismatch, PlantedKind, PlantedModel, Recovery};
 pub use report::{DecisionRecord, SearchReport, Totals, format_speedup, iso_date_utc};
 pub use search::{
-    Candidate, Decision, HeadMeasure, Measured, NoProgress, PlanEvaluation, PlanMeta, Progress,
-    RangeSpec, SearchOptions, SearchOutcome, decide_head, evaluate_plan, plan_ranges,
+    Candidate, Decision, HeadMeasure, Measured, NoProgress, PhaseTimes, PlanEvaluation, PlanMeta,
+    Progress, RangeSpec, SearchOptions, SearchOutcome, decide_head, evaluate_plan, plan_ranges,
     predict_speedup, search,
 };
 pub use source::{CaptureSource, Decided, LayerQkv, QkvSource, SourceInfo};

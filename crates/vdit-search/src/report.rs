@@ -46,6 +46,9 @@ pub struct Totals {
     pub plan_latency_us: f64,
     /// Wall time of the search itself (seconds).
     pub search_wall_time_s: f64,
+    /// Seconds per phase of the candidate measurement, in the order they first ran
+    /// (`[phase, seconds]` pairs; see `vdit_search::PhaseTimes`).
+    pub phase_times_s: Vec<(String, f64)>,
     /// Decisions per pattern kind (searched ranges only).
     pub pattern_counts: BTreeMap<String, usize>,
 }
@@ -154,6 +157,7 @@ impl SearchReport {
                 dense_latency_us: outcome.latency_us.0,
                 plan_latency_us: outcome.latency_us.1,
                 search_wall_time_s: outcome.wall_time_s,
+                phase_times_s: outcome.phase_times.0.clone(),
                 pattern_counts: counts,
             },
             extra: BTreeMap::new(),

@@ -320,6 +320,8 @@ pub struct SearchOutcome {
     pub propagated: bool,
     /// Wall time of the search (seconds).
     pub wall_time_s: f64,
+    /// Where the candidate measurement spent its time ([`PhaseTimes`]).
+    pub phase_times: PhaseTimes,
 }
 
 /// What the plan should say about the model and where the inputs came from.
@@ -375,6 +377,7 @@ pub fn search(
         latency_us: (dense_us, plan_us),
         propagated,
         wall_time_s: t0.elapsed().as_secs_f64(),
+        phase_times: engine.phase_times(),
     })
 }
 
@@ -410,20 +413,17 @@ fn check_info(info: &SourceInfo) -> Result<(), SearchError> {
     Ok(())
 }
 
-/// Wall time per phase of one layer's measurement, printed to stderr when the
-/// `VDIT_SEARCH_TRACE` environment variable is set (to find where a search spends time).
+/// Wall time per phase of one layer's measurement (laps of a stopwatch).
 struct Trace {
-    on: bool,
     last: Instant,
-    phases: Vec<(&'static str, f64)>,
+    phases: PhaseTimes,
 }
 
 impl Trace {
     fn new() -> Self {
         Trace {
-            on: std::env::var_os("VDIT_SEARCH_TRACE").is_some(),
             last: Instant::now(),
-            phases: Vec::new(),
+            phases: PhaseTimes::default(),
         }
     }
 
@@ -431,37 +431,83 @@ impl Trace {
         let now = Instant::now();
         let dt = (now - self.last).as_secs_f64();
         self.last = now;
-        self.add(phase, dt);
-    }
-
-    fn add(&mut self, phase: &'static str, s: f64) {
-        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
-            Some((_, t)) => *t += s,
-            None => self.phases.push((phase, s)),
-        }
-    }
-
-    fn print(&self, what: &str) {
-        if self.on {
-            let parts: Vec<String> = self
-                .phases
-                .iter()
-                .map(|(p, t)| format!("{p} {t:.2} s"))
-                .collect();
-            eprintln!("[search trace] {what}: {}", parts.join(", "));
-        }
+        self.phases.add(phase, dt);
     }
 }
 
-#[derive(Debug, Clone)]
+/// Seconds spent per phase of the candidate measurement, summed over layers, ranges,
+/// samples and steps, in the order the phases first ran: `q/k/v` (fetching or computing
+/// the inputs), `attention mass` (stripe columns), `candidates` (tables and prices),
+/// `errors` (dense and candidate outputs and their errors), and `errors: layer runs`, the
+/// part of `errors` spent running attention layers.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PhaseTimes(pub Vec<(String, f64)>);
+
+impl PhaseTimes {
+    /// Adds `seconds` to `phase`.
+    pub fn add(&mut self, phase: &str, seconds: f64) {
+        match self.0.iter_mut().find(|(p, _)| p == phase) {
+            Some((_, t)) => *t += seconds,
+            None => self.0.push((phase.to_owned(), seconds)),
+        }
+    }
+
+    /// Adds every phase of `other`.
+    pub fn merge(&mut self, other: &PhaseTimes) {
+        for (p, t) in &other.0 {
+            self.add(p, *t);
+        }
+    }
+
+    /// Seconds of `phase` (0 when it never ran).
+    pub fn get(&self, phase: &str) -> f64 {
+        self.0
+            .iter()
+            .find(|(p, _)| p == phase)
+            .map_or(0.0, |(_, t)| *t)
+    }
+}
+
+impl std::fmt::Display for PhaseTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (p, t)) in self.0.iter().enumerate() {
+            write!(f, "{}{p} {t:.2} s", if i == 0 { "" } else { ", " })?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
 struct Engine {
     info: SourceInfo,
     opts: SearchOptions,
     cost: CostModel,
     ranges: Vec<RangeSpec>,
+    /// Phase times of every layer measured so far.
+    phases: std::sync::Mutex<PhaseTimes>,
+}
+
+impl Clone for Engine {
+    fn clone(&self) -> Self {
+        Engine {
+            info: self.info.clone(),
+            opts: self.opts.clone(),
+            cost: self.cost.clone(),
+            ranges: self.ranges.clone(),
+            phases: std::sync::Mutex::new(self.phase_times()),
+        }
+    }
 }
 
 impl Engine {
+    /// The phase times recorded so far.
+    fn phase_times(&self) -> PhaseTimes {
+        self.phases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     fn new(
         source: &dyn QkvSource,
         opts: &SearchOptions,
@@ -491,6 +537,7 @@ impl Engine {
                 opts: opts.clone(),
                 cost: cost.clone(),
                 ranges,
+                phases: Default::default(),
             },
             total_steps,
         ))
@@ -636,12 +683,18 @@ impl Engine {
                 progress.advance(1);
             }
         }
-        trace.add("of which layer runs", eval_s);
-        trace.print(&format!(
-            "steps {:?} layer {layer}: {} candidate slots",
+        trace.phases.add("errors: layer runs", eval_s);
+        tracing::debug!(
+            target: "vdit_search::phases",
+            "steps {:?} layer {layer}: {} candidate slots; {}",
             range.steps,
-            patterns.iter().map(Vec::len).max().unwrap_or(0)
-        ));
+            patterns.iter().map(Vec::len).max().unwrap_or(0),
+            trace.phases
+        );
+        self.phases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .merge(&trace.phases);
         Ok(per_head
             .into_iter()
             .zip(worst)

@@ -72,7 +72,33 @@ fn embedded_default_writes_a_plan_and_report_that_recover_the_planted_heads() {
     let speedup = totals["predicted_speedup"].as_f64().unwrap();
     assert!((speedup - out.predicted_speedup).abs() < 1e-12 && speedup > 1.0);
     assert!(totals["attention_density"].as_f64().unwrap() < 1.0);
-    assert!(totals["search_wall_time_s"].as_f64().unwrap() > 0.0);
+    let wall = totals["search_wall_time_s"].as_f64().unwrap();
+    assert!(wall > 0.0);
+    // Phase times: every measurement phase ran (the planted model has stripe candidates),
+    // each within the wall time; layer runs are part of the errors phase.
+    let phases: Vec<(String, f64)> =
+        serde_json::from_value(totals["phase_times_s"].clone()).unwrap();
+    let names: Vec<&str> = phases.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "q/k/v",
+            "attention mass",
+            "candidates",
+            "errors",
+            "errors: layer runs"
+        ]
+    );
+    assert!(phases.iter().all(|(_, t)| *t >= 0.0 && *t <= wall));
+    let get = |n: &str| out.phase_times.get(n);
+    assert!(get("errors: layer runs") <= get("errors") && get("errors") > 0.0);
+    let measured: f64 = phases
+        .iter()
+        .filter(|(p, _)| p != "errors: layer runs")
+        .map(|(_, t)| t)
+        .sum();
+    assert!(measured <= wall, "phases {measured} s > wall {wall} s");
+    assert_eq!(phases, out.phase_times.0);
     assert_eq!(json["extra"]["planted_recovery"]["recovered"], 20);
 
     // Patterns are layout-relative: the plan prices at Wan2.1 480p, where block

@@ -418,6 +418,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.cost_model.device,
         t.search_wall_time_s
     );
+    println!("search time by phase: {}", outcome.phase_times);
     if let Some((l, s)) = predicted_at {
         println!(
             "the same plan at {}x{}x{} (+{} text): predicted attention speedup {}",
@@ -817,6 +818,7 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
         report.cost_model.device,
         t.search_wall_time_s
     );
+    println!("search time by phase: {}", outcome.phase_times);
     let counts: Vec<String> = t
         .pattern_counts
         .iter()
