@@ -5,7 +5,7 @@
 //! many planted heads the plan recovered. With `--captures` it searches capture files
 //! (one per sample) written by any framework (`tools/write_captures.py` for PyTorch).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -402,23 +402,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     write_outputs(&outcome.plan, &report, &out, &report_path)?;
 
-    let t = &report.totals;
-    println!(
-        "plan: {} ({} ranges), report: {}",
-        out.display(),
-        outcome.plan.ranges.len(),
-        report_path.display()
-    );
-    println!(
-        "epsilon {:.4}, lambda {}: attention density {:.3}, predicted attention speedup {} ({}), search {:.1} s",
-        outcome.epsilon,
-        opts.lambda,
-        t.attention_density,
-        format_speedup(t.predicted_speedup),
-        report.cost_model.device,
-        t.search_wall_time_s
-    );
-    println!("search time by phase: {}", outcome.phase_times);
+    print_summary(&outcome, opts.lambda, &report, &out, &report_path);
     if let Some((l, s)) = predicted_at {
         println!(
             "the same plan at {}x{}x{} (+{} text): predicted attention speedup {}",
@@ -429,12 +413,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             format_speedup(s)
         );
     }
-    let counts: Vec<String> = t
-        .pattern_counts
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
-    println!("decisions: {}", counts.join(", "));
     if let Some(r) = recovery {
         println!("planted heads recovered: {}/{}", r.recovered, r.total);
         for m in &r.mismatches {
@@ -807,12 +785,28 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
             .insert("measured_attention".into(), serde_json::to_value(&m)?);
     }
     write_outputs(&outcome.plan, &report, &out, &report_path)?;
+    print_summary(&outcome, opts.lambda, &report, &out, &report_path);
+    Ok(())
+}
+
+/// The lines every search prints after writing its plan and report.
+fn print_summary(
+    outcome: &vdit_search::SearchOutcome,
+    lambda: f64,
+    report: &SearchReport,
+    out: &Path,
+    report_path: &Path,
+) {
     let t = &report.totals;
-    println!("plan: {}, report: {}", out.display(), report_path.display());
     println!(
-        "epsilon {:.4}, lambda {}: attention density {:.3}, predicted attention speedup {} ({}), search {:.1} s",
+        "plan: {} ({} ranges), report: {}",
+        out.display(),
+        outcome.plan.ranges.len(),
+        report_path.display()
+    );
+    println!(
+        "epsilon {:.4}, lambda {lambda}: attention density {:.3}, predicted attention speedup {} ({}), search {:.1} s",
         outcome.epsilon,
-        opts.lambda,
         t.attention_density,
         format_speedup(t.predicted_speedup),
         report.cost_model.device,
@@ -825,7 +819,6 @@ fn run_model<B: vdit_models::ModelBackend>(args: Args, device: B::Device) -> any
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     println!("decisions: {}", counts.join(", "));
-    Ok(())
 }
 
 /// `--evaluate PLAN --captures ...`: the plan's per-head error on the captures.
