@@ -59,3 +59,26 @@ fn tiny_random_vae_gives_wan_strides() {
         .unwrap();
     assert_eq!(out.dims(), [1, 3, 5, 16, 24]);
 }
+
+#[test]
+fn latents_too_large_for_the_backend_are_an_error_before_any_work() {
+    // CubeCL indexes tensors with 32 bits: latents whose decoded activations would pass
+    // 2^32 elements are refused before the decode, naming the limit.
+    type Gpu = burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+    let device = burn::backend::wgpu::WgpuDevice::default();
+    let c = WanVaeConfig::tiny();
+    let vae = WanVaeDecoder::<Gpu>::random(&c, 0, DType::F32, &device).unwrap();
+    let err = vae
+        .decode(Tensor::<Gpu, 5>::zeros([1, 16, 1, 1024, 1024], &device))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("more than this backend indexes (4294967295)"),
+        "{err}"
+    );
+    // A small size still decodes on the same backend.
+    let ok = vae
+        .decode(Tensor::<Gpu, 5>::zeros([1, 16, 2, 2, 3], &device))
+        .unwrap();
+    assert_eq!(ok.dims(), [1, 3, 5, 16, 24]);
+}

@@ -146,7 +146,10 @@ impl<B: Backend> WanVaeDecoder<B> {
         self.conv_in.weight.val().dtype()
     }
 
-    fn check_latents(&self, dims: [usize; 5]) -> Result<()> {
+    fn check_latents(&self, dims: [usize; 5]) -> Result<()>
+    where
+        B: vdit_models::ModelBackend,
+    {
         let [b, c, f, h, w] = dims;
         if c != self.config.z_dim || b == 0 || f == 0 || h == 0 || w == 0 {
             return Err(ModelError::Input(format!(
@@ -155,7 +158,18 @@ impl<B: Backend> WanVaeDecoder<B> {
                 self.config.z_dim
             )));
         }
-        Ok(())
+        // Before any work: the decoded video, and (a bound on) the widest activation of one
+        // frame chunk, at full resolution with the most channels and the causal cache's two
+        // extra frames, must fit the backend's tensor indexing.
+        let c = &self.config;
+        let (sf, chunk) = (c.spatial_factor(), c.output_frames(2) - 1 + 2);
+        let widest = c.decoder_dims().into_iter().max().unwrap_or(0);
+        let (ph, pw) = (h.saturating_mul(sf), w.saturating_mul(sf));
+        vdit_models::check_tensor_elems::<B>(
+            "the decoded video",
+            &[b, c.out_channels, c.output_frames(f), ph, pw],
+        )?;
+        vdit_models::check_tensor_elems::<B>("a decoder activation", &[b, widest, chunk, ph, pw])
     }
 
     fn chunk(&self, x: Tensor<B, 5>, cache: &mut FrameCache<B>) -> Tensor<B, 5> {
@@ -184,7 +198,10 @@ impl<B: Backend> WanVaeDecoder<B> {
         &self,
         latents: Tensor<B, 5>,
         mut on_frame: impl FnMut(usize, usize),
-    ) -> Result<Tensor<B, 5>> {
+    ) -> Result<Tensor<B, 5>>
+    where
+        B: vdit_models::ModelBackend,
+    {
         self.check_latents(latents.dims())?;
         let latents = if latents.dtype() == self.dtype() {
             latents
@@ -203,13 +220,19 @@ impl<B: Backend> WanVaeDecoder<B> {
     }
 
     /// [`WanVaeDecoder::decode_with_progress`] without progress.
-    pub fn decode(&self, latents: Tensor<B, 5>) -> Result<Tensor<B, 5>> {
+    pub fn decode(&self, latents: Tensor<B, 5>) -> Result<Tensor<B, 5>>
+    where
+        B: vdit_models::ModelBackend,
+    {
         self.decode_with_progress(latents, |_, _| {})
     }
 
     /// The pipeline's de-normalisation of denoised latents before decoding:
     /// `latents / (1 / std) + mean` per channel (`WanPipeline.__call__`), in f32.
-    pub fn denormalize(&self, latents: Tensor<B, 5>) -> Result<Tensor<B, 5>> {
+    pub fn denormalize(&self, latents: Tensor<B, 5>) -> Result<Tensor<B, 5>>
+    where
+        B: vdit_models::ModelBackend,
+    {
         self.check_latents(latents.dims())?;
         let z = self.config.z_dim;
         let device = latents.device();
@@ -228,7 +251,10 @@ impl<B: Backend> WanVaeDecoder<B> {
     }
 
     /// `forward` for `cargo xtask forward`: `latents` from an inputs file, decoded.
-    pub fn forward_inputs(&self, inputs: &TensorMap, device: &B::Device) -> Result<Tensor<B, 5>> {
+    pub fn forward_inputs(&self, inputs: &TensorMap, device: &B::Device) -> Result<Tensor<B, 5>>
+    where
+        B: vdit_models::ModelBackend,
+    {
         let latents = inputs.float::<B, 5>("latents", self.dtype(), device)?;
         self.decode(latents)
     }
