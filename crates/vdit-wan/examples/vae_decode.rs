@@ -48,6 +48,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("{e:?}"))?
         .bytes_in_use;
     let [f, h, w] = latent;
+    // A size past the backend's indexing is refused before the latents are allocated.
+    vae.check_latents([1, config.z_dim, f, h, w])?;
     let z = Tensor::<Cuda, 5>::random(
         [1, config.z_dim, f, h, w],
         Distribution::Normal(0.0, 1.0),

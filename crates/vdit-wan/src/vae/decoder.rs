@@ -146,7 +146,14 @@ impl<B: Backend> WanVaeDecoder<B> {
         self.conv_in.weight.val().dtype()
     }
 
-    fn check_latents(&self, dims: [usize; 5]) -> Result<()>
+    /// Checks latents of shape `dims` (`[batch, z_dim, frames, height, width]`) before any
+    /// work: the channel count, positive sizes, and that the decoded video and the widest
+    /// activation of one frame chunk fit the backend's tensor indexing. Every decode calls
+    /// it; call it yourself to check a size before allocating the latents.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] naming the offending size.
+    pub fn check_latents(&self, dims: [usize; 5]) -> Result<()>
     where
         B: vdit_models::ModelBackend,
     {
