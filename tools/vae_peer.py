@@ -18,7 +18,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--latent", default="21x60x104")
     a = ap.parse_args()
-    f, h, w = (int(x) for x in a.latent.split("x"))
+    try:
+        f, h, w = (int(x) for x in a.latent.split("x"))
+    except ValueError:
+        ap.error(f"--latent {a.latent}: expected FxHxW, e.g. 21x60x104")
+    if min(f, h, w) <= 0:
+        ap.error(f"--latent {a.latent}: sizes must be positive")
     torch.manual_seed(7)
     vae = AutoencoderKLWan().to("cuda", torch.bfloat16).eval()
     weights = torch.cuda.memory_allocated()
