@@ -38,12 +38,6 @@ pub const ROWS_PER_WARPGROUP: u32 = 64;
 /// Bytes of one staged K (or V) block.
 pub const KV_TILE_BYTES: u32 = KV_BLOCK * HEAD_DIM * 2;
 
-/// Bytes of dynamic shared memory one cube of `wgs` warpgroups uses (Q tiles, and two
-/// stages of K and V).
-pub const fn shared_bytes(wgs: u32) -> u32 {
-    wgs * ROWS_PER_WARPGROUP * HEAD_DIM * 2 + 4 * KV_TILE_BYTES
-}
-
 /// The dense forward kernel. Launch with `CubeDim::new_1d(128 * wgs)` and
 /// `CubeCount::Static(ceil(tokens / (64 * wgs)), batch * heads, 1)`.
 /// `scale_log2` is the softmax scale times `log2(e)`.
@@ -288,12 +282,8 @@ fn issue_kv_block(
                 kv = k[src];
                 vv = v[src];
             }
-            let k_slot = stage * comptime![KV_TILE_BYTES / 16] + k_off / 8;
-            let v_slot = comptime![2 * KV_TILE_BYTES / 16]
-                + stage * comptime![KV_TILE_BYTES / 16]
-                + v_off / 8;
-            skv[k_slot as usize] = kv;
-            skv[v_slot as usize] = vv;
+            skv[k_slot] = kv;
+            skv[v_slot] = vv;
         }
         i += threads;
     }
